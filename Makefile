@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine: `make run` (the default experiment) and `make test`.
+# Both create .venv and fetch Fashion-MNIST (Debian package) when missing.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: run test lint env data-package
+
+run: env data-package
+	snakemake --profile profiles/local
+
+test: env data-package
+	$(PY) -m pytest -q
+
+lint: env
+	snakemake --lint && snakefmt --check Snakefile workflow/rules
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# The pipeline falls back to the official download when the package cannot be installed.
+data-package:
+	@if [ ! -f $(FMNIST) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	fi

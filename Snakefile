@@ -1,0 +1,23 @@
+# Machine unlearning for image-to-image generative models: the experiment DAG.
+# params.yaml is the single source of truth (DVC reads it too); every rule is one call into pipeline_lib.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/unlearn.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        report_dir(DATASET),
+        all_metrics(config),
+    default_target: True

@@ -1,0 +1,68 @@
+"""Obtaining an original model from a published checkpoint: download, sha256 check, official-format load.
+
+Official checkpoints are pickled dicts; they are read with `torch.load(weights_only=True)`, which refuses
+anything but tensors and plain containers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import urllib.request
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_path
+from .errors import DataError
+from .models import FAMILIES, I2IModel
+
+LOG = logging.getLogger(__name__)
+
+#: published checkpoints the loaders understand (none is reachable from the offline build machines)
+OFFICIAL_URLS = {
+    "mae": [
+        "https://dl.fbaipublicfiles.com/mae/visualize/mae_visualize_vit_base.pth",
+        "https://dl.fbaipublicfiles.com/mae/visualize/mae_visualize_vit_large.pth",
+        "https://dl.fbaipublicfiles.com/mae/visualize/mae_visualize_vit_large_ganloss.pth",
+    ],
+}
+
+
+def sha256sum(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_checkpoint(url: str, sha256: str, dest: str | Path, timeout: float = 120.0) -> Path:
+    """Download `url` to `dest` and verify it; a mismatch or failed transfer leaves no file behind."""
+    dest = Path(dest)
+    with atomic_path(dest) as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+                shutil.copyfileobj(response, out)
+        except OSError as exc:
+            raise DataError(f"checkpoint download from {url} failed: {exc}") from None
+        got = sha256sum(tmp)
+        if got != sha256:
+            raise DataError(f"checksum mismatch for checkpoint {url}: sha256 {got}, expected {sha256}")
+    LOG.info("checkpoint %s verified (sha256 %s)", url, sha256)
+    return dest
+
+
+def load_official(family: str, path: str | Path, arch: dict) -> I2IModel:
+    """Build a model of `family` from its official checkpoint file."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or non-weights files
+        raise DataError(f"{path} is not a loadable weights-only checkpoint: {exc}") from None
+    if not isinstance(checkpoint, dict):
+        raise DataError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dict")
+    cls = FAMILIES[family]
+    if not hasattr(cls, "from_official"):
+        raise DataError(f"model family '{family}' has no official checkpoint loader")
+    return cls.from_official(checkpoint, num_heads=arch.get("num_heads"), decoder_num_heads=arch.get("decoder_num_heads"))

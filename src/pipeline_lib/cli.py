@@ -1,0 +1,68 @@
+"""`python -m pipeline_lib <stage> ...`: the single entry point Snakemake and DVC call for every stage.
+
+Parameters are validated on start-up; library errors print as one line naming what is wrong and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import stages
+from .config import load_params
+from .errors import PipelineError
+from .runtime import setup_logging
+
+LOG = logging.getLogger("pipeline_lib")
+
+STAGES = {
+    "data": (stages.data, ["out"]),
+    "splits": (stages.splits, ["data_dir", "out"]),
+    "pretrain": (stages.pretrain, ["model", "data_dir", "out"]),
+    "extractor": (stages.train_extractor, ["data_dir", "out"]),
+    "reference": (stages.reference, ["data_dir", "splits", "extractor", "out"]),
+    "unlearn": (stages.unlearn, ["model", "method", "variant", "original", "data_dir", "splits", "out"]),
+    "generate": (stages.generate, ["checkpoint", "data_dir", "splits", "task", "out"]),
+    "metrics": (stages.metrics, ["recon", "reference", "extractor", "checkpoint", "out"]),
+    "aggregate": (stages.aggregate, ["out"]),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline_lib", description=__doc__)
+    sub = p.add_subparsers(dest="stage", required=True)
+    for name, (fn, args) in STAGES.items():
+        sp = sub.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else None)
+        sp.add_argument("--params", default="params.yaml")
+        sp.add_argument("--log", default=None, help="also write everything this stage prints here")
+        for arg in args:
+            flag = "--" + arg.replace("_", "-")
+            sp.add_argument(flag, dest=arg, required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parser().parse_args(argv)
+    setup_logging(ns.log)
+    fn, args = STAGES[ns.stage]
+    try:
+        params = load_params(ns.params)
+        kwargs = {a: getattr(ns, a) for a in args}
+        # the functions name the split file and reference directory by role
+        rename = {"splits": "splits_path", "extractor": "extractor_path", "reference": "reference_dir"}
+        kwargs = {rename.get(k, k): v for k, v in kwargs.items()}
+        LOG.info("stage %s: %s", ns.stage, kwargs)
+        fn(params, **kwargs)
+    except PipelineError as exc:
+        LOG.error("%s failed: %s", ns.stage, exc)
+        return 1
+    except Exception as exc:  # a bug, not bad input: keep the traceback, but lead with one line
+        LOG.exception("%s failed unexpectedly (%s: %s); traceback follows", ns.stage, type(exc).__name__, exc)
+        return 2
+    LOG.info("stage %s done", ns.stage)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

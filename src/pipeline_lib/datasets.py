@@ -1,0 +1,164 @@
+"""Fashion-MNIST acquisition and loading, offline first.
+
+Order of sources: a configured directory, the Debian package `dataset-fashion-mnist`, then the official
+download (torchvision's mirror list and md5 sums). Every file is md5-verified whichever source it came from:
+either the official .gz checksum, or, for copies that were re-compressed (Debian's package drops the file
+name from the gzip header, which changes the .gz checksum but not the deflate stream), the checksum of the
+decompressed idx payload.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import shutil
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .atomic import atomic_path
+from .errors import DataError
+
+LOG = logging.getLogger(__name__)
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+#: file -> (md5 of the official .gz, md5 of its decompressed idx payload)
+FILES = {
+    "train-images-idx3-ubyte.gz": ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+    "train-labels-idx1-ubyte.gz": ("25c81989df183df01b3e8a0aad5dffbe", "9018921c3c673c538a1fc5bad174d6f9"),
+    "t10k-images-idx3-ubyte.gz": ("bef4ecab320f06d8554ea6380940ec79", "8181f5470baa50b63fa0f6fddb340f0a"),
+    "t10k-labels-idx1-ubyte.gz": ("bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"),
+}
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+MIRRORS = ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"]
+
+
+def md5sum(path: Path, decompress: bool = False) -> str:
+    digest = hashlib.md5()
+    with (gzip.open(path, "rb") if decompress else open(path, "rb")) as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(path: Path, gz_md5: str, payload_md5: str) -> str:
+    """Return which checksum matched; raise DataError when neither does."""
+    got = md5sum(path)
+    if got == gz_md5:
+        return "gz"
+    try:
+        payload = md5sum(path, decompress=True)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"checksum mismatch for {path.name}: md5 {got}, expected {gz_md5} ({exc})") from None
+    if payload == payload_md5:
+        return "payload"
+    raise DataError(f"checksum mismatch for {path.name}: md5 {got}, expected {gz_md5} "
+                    f"(decompressed md5 {payload}, expected {payload_md5})")
+
+
+def _complete(directory: Path | None) -> bool:
+    return directory is not None and all((directory / name).is_file() for name in FILES)
+
+
+def download(url: str, dest: Path, timeout: float = 60.0) -> None:
+    """Fetch `url` to `dest` atomically; a failed transfer leaves nothing behind."""
+    with atomic_path(dest) as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+                shutil.copyfileobj(response, out)
+        except OSError as exc:
+            raise DataError(f"download of {url} failed: {exc}") from None
+
+
+def acquire(out_dir: str | Path, root: str | None, allow_download: bool, mirrors: list[str] = MIRRORS,
+            debian_dir: Path = DEBIAN_DIR) -> str:
+    """Place the four verified idx.gz files in `out_dir`; return which source they came from."""
+    out_dir = Path(out_dir)
+    if root is not None:
+        if not _complete(Path(root)):
+            missing = [n for n in FILES if not (Path(root) / n).is_file()]
+            raise DataError(f"data.root = {root} lacks {', '.join(missing)}")
+        source, src = f"directory {root}", Path(root)
+    elif _complete(debian_dir):
+        source, src = f"Debian package ({debian_dir})", debian_dir
+    elif allow_download:
+        source, src = None, None
+    else:
+        raise DataError(
+            f"no Fashion-MNIST found: set data.root, install the Debian package dataset-fashion-mnist "
+            f"(files in {debian_dir}), or set data.download: true"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, (gz_md5, payload_md5) in FILES.items():
+        dest = out_dir / name
+        if src is not None:
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(src / name, tmp)
+        else:
+            errors = []
+            for mirror in mirrors:
+                try:
+                    download(mirror + name, dest)
+                    source = f"download from {mirror}"
+                    break
+                except DataError as exc:
+                    errors.append(str(exc))
+            else:
+                raise DataError("; ".join(errors))
+        try:
+            verify(dest, gz_md5, payload_md5)
+        except DataError as exc:
+            dest.unlink()
+            raise DataError(f"{exc} (source: {source})") from None
+    LOG.info("Fashion-MNIST from %s, md5 verified", source)
+    return source
+
+
+def _read_idx(path: Path, offset: int) -> np.ndarray:
+    with gzip.open(path, "rb") as fh:
+        return np.frombuffer(fh.read(), dtype=np.uint8, offset=offset)
+
+
+def load_split(data_dir: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as uint8 [N, 28, 28] and labels as int64 [N] from the verified idx files."""
+    data_dir = Path(data_dir)
+    prefix = "train" if train else "t10k"
+    images_path = data_dir / f"{prefix}-images-idx3-ubyte.gz"
+    labels_path = data_dir / f"{prefix}-labels-idx1-ubyte.gz"
+    for p in (images_path, labels_path):
+        if not p.is_file():
+            raise DataError(f"{p} is missing: run the data stage first")
+    images = _read_idx(images_path, 16).reshape(-1, 28, 28)
+    labels = _read_idx(labels_path, 8)
+    if len(images) != len(labels):
+        raise DataError(f"{images_path} holds {len(images)} images but {labels_path} {len(labels)} labels")
+    return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
+
+
+class ImageCodec:
+    """Maps between stored uint8 28 px images and the padded, normalised tensors the models see."""
+
+    def __init__(self, image_size: int, mean: float, std: float):
+        self.image_size, self.mean, self.std = image_size, mean, std
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().div(255.0)
+        pad = self.image_size - x.shape[-1]
+        left = pad // 2
+        x = torch.nn.functional.pad(x, (left, pad - left, left, pad - left))
+        return ((x - self.mean) / self.std).unsqueeze(1)
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised model space to [0, 1] pixels."""
+        return (x * self.std + self.mean).clamp(0.0, 1.0)
+
+    def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.to_unit(x) * 255.0).round().to(torch.uint8)
+
+    @classmethod
+    def from_params(cls, params: dict) -> "ImageCodec":
+        d = params["data"]
+        return cls(d["image_size"], d["mean"], d["std"])

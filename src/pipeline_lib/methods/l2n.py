@@ -1,0 +1,31 @@
+"""l2n (paper 1, Eq. 10 / Algorithm 1): encoder-only unlearning toward the embedding of noise.
+
+loss = ‖E_θ(T(x_r)) − E_θ0(T(x_r))‖ + α ‖E_θ(T(x_f)) − E_θ0(T(n))‖, n ~ N(0, Σ); the decoder stays frozen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import UnlearningMethod, distance
+
+
+class L2N(UnlearningMethod):
+    name = "l2n"
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        encoder = {id(p) for p in self.model.encoder_parameters()}
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in encoder)
+        return self.model.encoder_parameters()
+
+    def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            target_r = self.teacher.encode(batch["x_r"], batch["mask_r"])
+            target_f = self.teacher.encode(batch["noise"], batch["mask_f"])
+        retain = distance(self.model.encode(batch["x_r"], batch["mask_r"]), target_r, self.norm)
+        forget = distance(self.model.encode(batch["x_f"], batch["mask_f"]), target_f, self.norm)
+        return {"loss": retain + self.alpha * forget, "retain": retain, "forget": forget}

@@ -1,0 +1,17 @@
+"""Model families behind one interface (`I2IModel`); stages look families up by name here."""
+
+from __future__ import annotations
+
+from .base import I2IModel, load_model, save_model
+from .mae import MAE
+
+FAMILIES: dict[str, type[I2IModel]] = {"mae": MAE}
+
+
+def build_model(family: str, arch: dict, image_size: int, in_chans: int) -> I2IModel:
+    if family not in FAMILIES:
+        raise KeyError(f"unknown model family '{family}'; known: {', '.join(FAMILIES)}")
+    return FAMILIES[family](image_size=image_size, in_chans=in_chans, **arch)
+
+
+__all__ = ["FAMILIES", "I2IModel", "MAE", "build_model", "load_model", "save_model"]

@@ -1,0 +1,92 @@
+"""The one interface every I2I family implements, and the checkpoint format every stage reads.
+
+Methods, the trainer, generation and metrics see only this interface; none of them branches on a family.
+Checkpoints are safetensors (weights) plus a JSON sidecar (family, architecture, provenance), so loading
+never unpickles code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..atomic import atomic_path, write_json
+from ..errors import DataError
+
+
+class I2IModel(nn.Module):
+    """h = D ∘ E: reconstruct a full image from a partial input T(x) described by a pixel mask."""
+
+    family: str = ""
+    #: masks are applied on this pixel granularity (the patch size for ViT families)
+    mask_granularity: int = 1
+
+    def arch(self) -> dict[str, Any]:
+        """Constructor keywords (besides image_size and in_chans) that rebuild this model."""
+        raise NotImplementedError
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The parameters encoder-only methods (l2n) may train."""
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Encoder features of the partial input, flattened to [B, D]: what l2n matches."""
+        raise NotImplementedError
+
+    def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The full image; pixels outside the mask are returned as given."""
+        raise NotImplementedError
+
+    def training_loss(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The family's own training objective (pre-training and output-space baselines use it)."""
+        raise NotImplementedError
+
+
+class FamilyObjective:
+    """Pre-training (and retraining) objective: the family's own loss on masked inputs."""
+
+    def __init__(self, model: I2IModel):
+        self.model = model
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def train_mode(self) -> None:
+        self.model.train()
+
+    def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return {"loss": self.model.training_loss(batch["x"], batch["mask"])}
+
+
+def save_model(model: I2IModel, path: str | Path, meta: dict[str, Any] | None = None) -> None:
+    """Write `path` (safetensors) and `path.json` (family, arch, meta), each atomically."""
+    path = Path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+    sidecar = {"family": model.family, "image_size": model.image_size, "in_chans": model.in_chans,
+               "arch": model.arch(), "meta": meta or {}}
+    write_json(path.with_suffix(".json"), sidecar)
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> I2IModel:
+    from . import build_model
+
+    path = Path(path)
+    sidecar_path = path.with_suffix(".json")
+    for p in (path, sidecar_path):
+        if not p.is_file():
+            raise DataError(f"checkpoint file {p} is missing")
+    sidecar = json.loads(sidecar_path.read_text())
+    model = build_model(sidecar["family"], sidecar["arch"], sidecar["image_size"], sidecar["in_chans"])
+    model.load_state_dict(load_file(str(path), device=str(map_location)))
+    return model.to(map_location)
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).with_suffix(".json").read_text())["meta"]

@@ -1,0 +1,85 @@
+"""Paper 1 Table 1 in miniature: one row per model and method, FID / IS / cosine for retain (R) and forget (F).
+
+Only the runs params.yaml asks for are read, so results of a grid point that was removed never leak into
+the table; a missing metrics file is an error, not a shorter table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import paths
+from .atomic import atomic_path, write_text
+from .errors import DataError
+
+COLUMNS = [("fid", "FID"), ("is", "IS"), ("cosine", "Cosine"), ("accuracy", "Acc")]
+
+
+def collect(params: dict[str, Any], task: str) -> pd.DataFrame:
+    ds, rows = params["dataset"], []
+    for model, method, variant in paths.evaluated_models(params):
+        path = Path(paths.metrics_file(ds, model, method, variant, task))
+        if not path.is_file():
+            raise DataError(f"metrics file {path} is missing: run the metrics stage for it")
+        m = json.loads(path.read_text())
+        row = {"model": model, "method": method, "variant": "" if method == "original" else variant}
+        for key, label in COLUMNS:
+            row[f"{label} R"] = m["retain"][key]
+            row[f"{label} F"] = m["forget"][key]
+        row["train s"] = m.get("training", {}).get("wall_time_s")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, floatfmt=".3f") + "\n"
+
+
+def image_grid(params: dict[str, Any], task: str, out: Path, per_set: int) -> None:
+    """Ground truth, masked input, original and every unlearned model; forget rows above retain rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    from safetensors.torch import load_file
+
+    ds = params["dataset"]
+    models = paths.evaluated_models(params)
+    columns = ["ground truth", "input"] + [f"{m} {meth}" + ("" if meth == "original" else f" {v}") for m, meth, v in models]
+    fig, axes = plt.subplots(2 * per_set, len(columns), figsize=(1.1 * len(columns), 1.1 * 2 * per_set + 0.6),
+                             squeeze=False)
+    for s, which in enumerate(paths.SETS):
+        recons = [load_file(str(Path(paths.recon_dir(ds, *m, task)) / f"{which}.safetensors")) for m in models]
+        first = recons[0]
+        picks = torch.linspace(0, len(first["gt"]) - 1, per_set).round().long()
+        for r, i in enumerate(picks):
+            masked = first["gt"][i].clone()
+            masked[first["mask"][i].bool()] = 128
+            cells = [first["gt"][i], masked] + [rc["recon"][i] for rc in recons]
+            for c, img in enumerate(cells):
+                ax = axes[s * per_set + r, c]
+                ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=255)
+                ax.set_xticks([]), ax.set_yticks([])
+                if s * per_set + r == 0:
+                    ax.set_title(columns[c], fontsize=7)
+                if c == 0 and r == 0:
+                    ax.set_ylabel(which, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_report(params: dict[str, Any], out: str | Path) -> None:
+    out = Path(out)
+    with atomic_path(out, directory=True) as tmp:
+        for task in params["tasks"]:
+            df = collect(params, task)
+            df.to_csv(tmp / f"table_{task}.csv", index=False, float_format="%.4f")
+            write_text(tmp / f"table_{task}.md", to_markdown(df))
+            image_grid(params, task, tmp / f"grid_{task}.png", params["generate"]["grid_images"])

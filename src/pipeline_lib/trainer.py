@@ -1,0 +1,104 @@
+"""The one training loop. Pre-training, the metric extractor and every unlearning method run through it.
+
+An objective supplies the parameters to train and a loss per batch; the trainer owns the optimizer, the
+device and autocast, logging and the progress bar, the non-finite-loss guard, and the timing that ends
+up in each checkpoint's metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Iterable, Protocol
+
+import torch
+from torch import nn
+
+from .errors import NonFiniteLossError
+from .runtime import progress
+
+LOG = logging.getLogger(__name__)
+
+
+class Objective(Protocol):
+    def trainable_parameters(self) -> list[nn.Parameter]: ...
+
+    def train_mode(self) -> None:
+        """Put trained modules in train mode and frozen ones (teachers) in eval mode."""
+
+    def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Must return the scalar to minimise under "loss"; other entries are logged."""
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    kwargs = {"lr": cfg["lr"], "weight_decay": cfg.get("weight_decay", 0.0)}
+    if "betas" in cfg:
+        kwargs["betas"] = tuple(cfg["betas"])
+    if cfg["name"] == "adamw":
+        return torch.optim.AdamW(params, **kwargs)
+    if cfg["name"] == "adam":
+        return torch.optim.Adam(params, **kwargs)
+    raise ValueError(f"unknown optimizer '{cfg['name']}'")
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def fit(objective: Objective, loader: Iterable[dict[str, Any]], training: dict[str, Any], device: torch.device,
+        amp: bool = False, desc: str = "train") -> dict[str, Any]:
+    """Run `training.epochs` passes (or `training.max_steps` steps); return timing and loss statistics."""
+    params = objective.trainable_parameters()
+    if not params:
+        raise ValueError(f"{desc}: the objective has no trainable parameters")
+    optimizer = build_optimizer(params, training["optimizer"])
+    steps_per_epoch = len(loader)  # type: ignore[arg-type]
+    total = training["epochs"] * steps_per_epoch
+    if training.get("max_steps"):
+        total = min(total, training["max_steps"])
+    use_amp = amp and device.type == "cuda"
+    objective.train_mode()
+    step, images, history = 0, 0, []
+    start = time.perf_counter()
+    bar = progress(total=total, desc=desc, unit="step")
+    while step < total:
+        for batch in loader:
+            if step >= total:
+                break
+            batch = _to(batch, device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                losses = objective.loss(batch)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+                raise NonFiniteLossError(f"{desc}: non-finite loss at step {step + 1} ({parts}); "
+                                         f"lower the learning rate or check the inputs")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            images += batch.get("n", 0)
+            record = {k: float(v.detach()) for k, v in losses.items()}
+            history.append(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+            if step % max(1, steps_per_epoch) == 0 or step == total:
+                LOG.info("%s: step %d/%d loss %.5f", desc, step, total, record["loss"])
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall = time.perf_counter() - start
+    tail = history[-max(1, min(len(history), steps_per_epoch)):]
+    final = {k: sum(r[k] for r in tail) / len(tail) for k in tail[0]}
+    return {
+        "steps": step,
+        "epochs": step / max(1, steps_per_epoch),
+        "images_seen": images,
+        "wall_time_s": round(wall, 3),
+        "images_per_s": round(images / wall, 2) if wall > 0 else math.inf,
+        "device": str(device),
+        "amp": use_amp,
+        "first_loss": history[0]["loss"],
+        "final_losses": final,
+    }

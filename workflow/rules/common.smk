@@ -1,0 +1,42 @@
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from pipeline_lib.config import unlearn_runs, validate_params
+from pipeline_lib.errors import ParamsError
+from pipeline_lib.paths import (
+    all_metrics,
+    all_recon,
+    extractor_file,
+    metrics_file,
+    model_file,
+    raw_dir,
+    recon_dir,
+    reference_dir,
+    report_dir,
+    splits_file,
+)
+
+# Fail before any job starts: the schema first (names the bad key), then the semantic checks.
+validate(config, "../schemas/params.schema.yaml")
+try:
+    validate_params(config)
+except ParamsError as exc:
+    raise WorkflowError(str(exc))
+with open("params.yaml") as fh:
+    if yaml.safe_load(fh) != config:
+        raise WorkflowError(
+            "the stages read params.yaml: edit it instead of passing --config/--configfile"
+        )
+
+DATASET = config["dataset"]
+PARAMS = "params.yaml"
+STAGE = "python -m pipeline_lib"
+
+
+wildcard_constraints:
+    dataset=r"[a-z0-9_]+",
+    model=r"[a-z0-9_]+",
+    method=r"[a-z0-9_]+",
+    variant=r"[A-Za-z0-9_.-]+",
+    task=r"[A-Za-z0-9_-]+",

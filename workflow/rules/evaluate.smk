@@ -1,0 +1,65 @@
+rule reference:
+    input:
+        data="data/{dataset}/raw",
+        splits="data/{dataset}/splits.json",
+        extractor="data/{dataset}/extractor/classifier.safetensors",
+    output:
+        directory("data/{dataset}/reference"),
+    params:
+        data=config["data"],
+    log:
+        "logs/reference/{dataset}.log",
+    benchmark:
+        "benchmarks/reference/{dataset}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "{STAGE} reference --params {PARAMS} --data-dir {input.data} --splits {input.splits} "
+        "--extractor {input.extractor} --out {output} --log {log}"
+
+
+rule generate:
+    input:
+        checkpoint="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
+        data="data/{dataset}/raw",
+        splits="data/{dataset}/splits.json",
+    output:
+        directory("results/{dataset}/recon/{model}/{method}/{variant}/{task}"),
+    params:
+        task=lambda w: config["task"][w.task],
+        data=config["data"],
+        seed=config["seed"],
+    log:
+        "logs/generate/{dataset}/{model}/{method}/{variant}/{task}.log",
+    benchmark:
+        "benchmarks/generate/{dataset}/{model}/{method}/{variant}/{task}.tsv"
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "{STAGE} generate --params {PARAMS} --checkpoint {input.checkpoint} --data-dir {input.data} "
+        "--splits {input.splits} --task {wildcards.task} --out {output} --log {log}"
+
+
+rule metrics:
+    input:
+        recon="results/{dataset}/recon/{model}/{method}/{variant}/{task}",
+        reference="data/{dataset}/reference",
+        extractor="data/{dataset}/extractor/classifier.safetensors",
+        checkpoint="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
+    output:
+        "results/{dataset}/metrics/{model}/{method}/{variant}/{task}.json",
+    params:
+        seed=config["seed"],
+    log:
+        "logs/metrics/{dataset}/{model}/{method}/{variant}/{task}.log",
+    benchmark:
+        "benchmarks/metrics/{dataset}/{model}/{method}/{variant}/{task}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "{STAGE} metrics --params {PARAMS} --recon {input.recon} --reference {input.reference} "
+        "--extractor {input.extractor} --checkpoint {input.checkpoint} --out {output} --log {log}"
