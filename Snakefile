@@ -17,7 +17,7 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         report_dir(DATASET),
         all_metrics(config),
-    default_target: True

@@ -30,8 +30,6 @@ with open("params.yaml") as fh:
         )
 
 DATASET = config["dataset"]
-PARAMS = "params.yaml"
-STAGE = "python -m pipeline_lib"
 
 
 wildcard_constraints:

@@ -1,17 +1,19 @@
 rule data:
     output:
         directory("data/{dataset}/raw"),
-    params:
-        data=config["data"],
     log:
         "logs/data/{dataset}.log",
     benchmark:
         "benchmarks/data/{dataset}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        data=config["data"],
     shell:
-        "{STAGE} data --params {PARAMS} --out {output} --log {log}"
+        "python -m pipeline_lib data --params params.yaml --out {output} --log {log}"
 
 
 rule splits:
@@ -19,15 +21,17 @@ rule splits:
         "data/{dataset}/raw",
     output:
         "data/{dataset}/splits.json",
-    params:
-        splits=config["splits"],
-        seed=config["seed"],
     log:
         "logs/splits/{dataset}.log",
     benchmark:
         "benchmarks/splits/{dataset}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        splits=config["splits"],
+        seed=config["seed"],
     shell:
-        "{STAGE} splits --params {PARAMS} --data-dir {input} --out {output} --log {log}"
+        "python -m pipeline_lib splits --params params.yaml --data-dir {input} --out {output} --log {log}"

@@ -5,17 +5,19 @@ rule reference:
         extractor="data/{dataset}/extractor/classifier.safetensors",
     output:
         directory("data/{dataset}/reference"),
-    params:
-        data=config["data"],
     log:
         "logs/reference/{dataset}.log",
     benchmark:
         "benchmarks/reference/{dataset}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        data=config["data"],
     shell:
-        "{STAGE} reference --params {PARAMS} --data-dir {input.data} --splits {input.splits} "
+        "python -m pipeline_lib reference --params params.yaml --data-dir {input.data} --splits {input.splits} "
         "--extractor {input.extractor} --out {output} --log {log}"
 
 
@@ -26,20 +28,22 @@ rule generate:
         splits="data/{dataset}/splits.json",
     output:
         directory("results/{dataset}/recon/{model}/{method}/{variant}/{task}"),
-    params:
-        task=lambda w: config["task"][w.task],
-        data=config["data"],
-        seed=config["seed"],
     log:
         "logs/generate/{dataset}/{model}/{method}/{variant}/{task}.log",
     benchmark:
         "benchmarks/generate/{dataset}/{model}/{method}/{variant}/{task}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
     resources:
         gpu=1,
         mem_mb=4000,
         runtime=60,
+    params:
+        task=lambda w: config["task"][w.task],
+        data=config["data"],
+        seed=config["seed"],
     shell:
-        "{STAGE} generate --params {PARAMS} --checkpoint {input.checkpoint} --data-dir {input.data} "
+        "python -m pipeline_lib generate --params params.yaml --checkpoint {input.checkpoint} --data-dir {input.data} "
         "--splits {input.splits} --task {wildcards.task} --out {output} --log {log}"
 
 
@@ -51,15 +55,17 @@ rule metrics:
         checkpoint="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
     output:
         "results/{dataset}/metrics/{model}/{method}/{variant}/{task}.json",
-    params:
-        seed=config["seed"],
     log:
         "logs/metrics/{dataset}/{model}/{method}/{variant}/{task}.log",
     benchmark:
         "benchmarks/metrics/{dataset}/{model}/{method}/{variant}/{task}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        seed=config["seed"],
     shell:
-        "{STAGE} metrics --params {PARAMS} --recon {input.recon} --reference {input.reference} "
+        "python -m pipeline_lib metrics --params params.yaml --recon {input.recon} --reference {input.reference} "
         "--extractor {input.extractor} --checkpoint {input.checkpoint} --out {output} --log {log}"

@@ -4,17 +4,19 @@ rule aggregate:
         recon=all_recon(config),
     output:
         directory("results/{dataset}/report"),
+    log:
+        "logs/aggregate/{dataset}.log",
+    benchmark:
+        "benchmarks/aggregate/{dataset}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         tasks=config["tasks"],
         models=config["models"],
         methods=config["methods"],
         generate=config["generate"],
-    log:
-        "logs/aggregate/{dataset}.log",
-    benchmark:
-        "benchmarks/aggregate/{dataset}.tsv"
-    resources:
-        mem_mb=2000,
-        runtime=10,
     shell:
-        "{STAGE} aggregate --params {PARAMS} --out {output} --log {log}"
+        "python -m pipeline_lib aggregate --params params.yaml --out {output} --log {log}"

@@ -6,22 +6,24 @@ rule unlearn:
     output:
         model="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
         meta="data/{dataset}/models/{model}/{method}/{variant}/model.json",
-    wildcard_constraints:
-        method=r"(?!original$)[a-z0-9_]+",
-    params:
-        unlearn=config["unlearn"],
-        data=config["data"],
-        seed=config["seed"],
     log:
         "logs/unlearn/{dataset}/{model}/{method}/{variant}.log",
     benchmark:
         "benchmarks/unlearn/{dataset}/{model}/{method}/{variant}.tsv"
+    wildcard_constraints:
+        method=r"(?!original$)[a-z0-9_]+",
+    conda:
+        "../envs/pipeline.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=8000,
         runtime=240,
+    params:
+        unlearn=config["unlearn"],
+        data=config["data"],
+        seed=config["seed"],
     shell:
-        "{STAGE} unlearn --params {PARAMS} --model {wildcards.model} --method {wildcards.method} "
+        "python -m pipeline_lib unlearn --params params.yaml --model {wildcards.model} --method {wildcards.method} "
         "--variant {wildcards.variant} --original {input.original} --data-dir {input.data} "
         "--splits {input.splits} --out {output.model} --log {log}"
