@@ -26,7 +26,7 @@ def run(cmd: list[str], cwd: Path) -> str:
     return out
 
 
-def make_project(root: Path) -> Path:
+def make_project(root: Path, preset: str = "presets/smoke.yaml") -> Path:
     root.mkdir(parents=True)
     for name in PROJECT_FILES:
         src = REPO / name
@@ -34,8 +34,17 @@ def make_project(root: Path) -> Path:
             shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy(src, root / name)
-    shutil.copy(REPO / "presets" / "smoke.yaml", root / "params.yaml")
+    shutil.copy(REPO / preset, root / "params.yaml")
     return root
+
+
+def init_dvc_repo(root: Path) -> None:
+    run(["git", "init", "-q"], root)
+    run(["git", "config", "user.email", "test@example.com"], root)
+    run(["git", "config", "user.name", "test"], root)
+    run(["dvc", "init", "-q"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "project"], root)
 
 
 def set_alpha(root: Path, alpha: float) -> None:
@@ -85,14 +94,20 @@ def engines(tmp_path_factory):
     smk_log = run(["snakemake", "--profile", "profiles/local"], smk)
 
     dvc = make_project(base / "dvc")
-    run(["git", "init", "-q"], dvc)
-    run(["git", "config", "user.email", "test@example.com"], dvc)
-    run(["git", "config", "user.name", "test"], dvc)
-    run(["dvc", "init", "-q"], dvc)
-    run(["git", "add", "-A"], dvc)
-    run(["git", "commit", "-qm", "smoke project"], dvc)
+    init_dvc_repo(dvc)
     dvc_log = run(["dvc", "repro"], dvc)
     return {"smk": smk, "smk_log": smk_log, "dvc": dvc, "dvc_log": dvc_log}
+
+
+def test_default_params_give_both_engines_the_same_commands(tmp_path):
+    """The default experiment, planned (not run) by both engines: the same set of stage commands."""
+    root = make_project(tmp_path / "default", preset="params.yaml")
+    planned = run(["snakemake", "--profile", "profiles/local", "-n", "--forceall"], root)
+    init_dvc_repo(root)
+    dry = run(["dvc", "repro", "--dry", "--force"], root)
+    dvc_cmds = {" ".join(line[2:].split()) for line in dry.splitlines() if line.startswith("> python -m pipeline_lib")}
+    assert snakemake_commands(planned) == dvc_cmds
+    assert len(dvc_cmds) == 10
 
 
 def test_both_engines_run_the_same_commands(engines):

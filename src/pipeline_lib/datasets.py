@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
 
 from .atomic import atomic_path
 from .errors import DataError
@@ -33,7 +34,7 @@ FILES = {
     "t10k-labels-idx1-ubyte.gz": ("bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"),
 }
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-MIRRORS = ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"]
+MIRRORS = list(torchvision.datasets.FashionMNIST.mirrors)  # the official download, as torchvision knows it
 
 
 def md5sum(path: Path, decompress: bool = False) -> str:

@@ -28,18 +28,19 @@ class Classifier(nn.Module):
     def __init__(self, in_chans: int = 1, num_classes: int = 10, feature_dim: int = 64):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(in_chans, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            nn.Conv2d(in_chans, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
         )
-        self.feature = nn.Linear(128 * 16, feature_dim)
+        self.feature = nn.Linear(64 * 16, feature_dim)
         self.head = nn.Linear(feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.feature(self.body(x)))
+        """The embedding: pre-activation, so cosines between embeddings use their sign too."""
+        return self.feature(self.body(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(F.relu(self.features(x)))
 
 
 class ClassifierObjective:
@@ -105,7 +106,7 @@ class FidelityExtractor(FeatureExtractorBase):
         x = x[:, : self.in_chans].float().div(255.0)
         x = (x - self.mean) / self.std
         feat = self.net.features(x)
-        logits = self.net.head(feat)
+        logits = self.net.head(F.relu(feat))
         out = {"feat": feat, "logits_unbiased": logits, "logits": logits}
         return tuple(out[name] for name in self.features_list)
 
