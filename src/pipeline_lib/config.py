@@ -32,10 +32,9 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
         raise ParamsError(f"schema {SCHEMA_PATH} is missing: install the package editable from its checkout")
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
-    if errors:
-        e = errors[0]
-        raise ParamsError(f"params key '{_key_path(e)}': {e.message}")
+    error = jsonschema.exceptions.best_match(validator.iter_errors(params))
+    if error is not None:
+        raise ParamsError(f"params key '{_key_path(error)}': {error.message}")
     for name in params["models"]:
         if name not in params["model"]:
             raise ParamsError(f"params key 'models' lists '{name}' but 'model.{name}' is not defined")

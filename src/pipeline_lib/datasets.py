@@ -14,6 +14,7 @@ import hashlib
 import logging
 import shutil
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ def verify(path: Path, gz_md5: str, payload_md5: str) -> str:
         return "gz"
     try:
         payload = md5sum(path, decompress=True)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"checksum mismatch for {path.name}: md5 {got}, expected {gz_md5} ({exc})") from None
     if payload == payload_md5:
         return "payload"

@@ -40,8 +40,13 @@ def _resolve_list(key: str, spec: Any, taken: set[int], seed: int) -> list[int]:
 def resolve_classes(params: dict[str, Any]) -> dict[str, list[int]]:
     """Class indices of the forget, retain and proxy sets; forget and retain must be disjoint and non-empty."""
     s, seed = params["splits"], params["seed"]
-    forget = _resolve_list("forget", s["forget"], set(), seed)
-    retain = _resolve_list("retain", s["retain"], set(forget), seed)
+    if isinstance(s["forget"], dict) and not isinstance(s["retain"], dict):
+        # listed classes are fixed first; a drawn set only takes from the rest
+        retain = _resolve_list("retain", s["retain"], set(), seed)
+        forget = _resolve_list("forget", s["forget"], set(retain), seed)
+    else:
+        forget = _resolve_list("forget", s["forget"], set(), seed)
+        retain = _resolve_list("retain", s["retain"], set(forget), seed)
     overlap = sorted(set(forget) & set(retain))
     if overlap:
         names = ", ".join(CLASSES[c] for c in overlap)

@@ -73,8 +73,10 @@ def pretrain(params: dict, model: str, data_dir: str, out: str) -> None:
     if ckpt is not None:
         download = Path(out).with_name("official.pth")
         fetch_checkpoint(ckpt["url"], ckpt["sha256"], download)
-        net = load_official(model, download, cfg["arch"])
-        download.unlink()
+        try:
+            net = load_official(model, download, cfg["arch"])
+        finally:
+            download.unlink(missing_ok=True)
         if (net.image_size, net.in_chans) != (codec.image_size, 1):
             raise DataError(f"checkpoint {ckpt['url']} expects {net.in_chans}x{net.image_size}px images, "
                             f"the dataset gives 1x{codec.image_size}px")

@@ -139,7 +139,8 @@ class MAE(I2IModel):
         """Build an MAE from a facebookresearch/mae checkpoint (`{"model": state_dict}`), architecture inferred."""
         state = checkpoint.get("model", checkpoint)
         required = ["patch_embed.proj.weight", "cls_token", "pos_embed", "norm.weight", "decoder_embed.weight",
-                    "mask_token", "decoder_pos_embed", "decoder_norm.weight", "decoder_pred.weight", "blocks.0.attn.qkv.weight"]
+                    "mask_token", "decoder_pos_embed", "decoder_norm.weight", "decoder_pred.weight", "blocks.0.attn.qkv.weight",
+                    "blocks.0.mlp.fc1.weight", "decoder_blocks.0.attn.qkv.weight"]
         missing = [k for k in required if k not in state]
         if missing:
             raise DataError(f"not a facebookresearch/mae checkpoint: missing {', '.join(missing)}")

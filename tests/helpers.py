@@ -1,0 +1,181 @@
+"""Shared plain helpers for the unit tests (no fixtures here: conftest.py belongs to someone else).
+
+Everything uses real components: the real params.yaml, the Fashion-MNIST files of the Debian package, real
+models. Data loads are cached per process so several test files can share one read of the idx files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import http.server
+import shutil
+import socket
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import yaml
+
+from pipeline_lib import datasets
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PARAMS_PATH = REPO_ROOT / "params.yaml"
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+FILE_NAMES = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
+
+#: a tiny MAE (32 px, 8x8 grid of 4 px patches) that trains in well under a second per step on a CPU
+TINY_ARCH = dict(patch_size=4, embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_depth=1,
+                 decoder_num_heads=2, mlp_ratio=2.0, norm_pix_loss=False)
+
+
+@functools.lru_cache(maxsize=1)
+def _raw_params() -> dict:
+    return yaml.safe_load(PARAMS_PATH.read_text())
+
+
+def base_params() -> dict:
+    """A fresh deep copy of the real params.yaml, safe to modify."""
+    return copy.deepcopy(_raw_params())
+
+
+@functools.lru_cache(maxsize=2)
+def _split(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return datasets.load_split(DEBIAN_DIR, train=train)
+
+
+def fashion(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 [N, 28, 28] images, int64 [N] labels) of the real data set; cached, do not modify in place."""
+    return _split(train)
+
+
+def fashion_subset(n: int, train: bool = True, classes: list[int] | None = None, offset: int = 0):
+    """The first n images (from `offset`) of the given classes, as (uint8 images, labels)."""
+    images, labels = fashion(train)
+    if classes is not None:
+        keep = torch.isin(labels, torch.tensor(classes)).nonzero().flatten()
+    else:
+        keep = torch.arange(len(labels))
+    idx = keep[offset: offset + n]
+    return images[idx].clone(), labels[idx].clone()
+
+
+def codec(params: dict | None = None) -> datasets.ImageCodec:
+    return datasets.ImageCodec.from_params(params or base_params())
+
+
+@contextlib.contextmanager
+def torch_threads(n: int = 1) -> Iterator[None]:
+    """Run torch on `n` intra-op threads, then restore the previous count.
+
+    The models in these tests are tiny: on a small, shared CPU one thread is much faster than several
+    threads spinning against each other (and against whatever else the machine runs).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def copy_debian_files(dest: Path, names: list[str] | None = None) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names or FILE_NAMES:
+        shutil.copyfile(DEBIAN_DIR / name, dest / name)
+    return dest
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
+        pass
+
+
+@contextlib.contextmanager
+def serve_directory(directory: Path) -> Iterator[str]:
+    """Serve `directory` over HTTP on 127.0.0.1 from a thread; yield the base URL (ending in '/')."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def closed_port_url() -> str:
+    """A loopback URL nobody listens on (a port just bound and released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+def official_mae_state_dict(embed_dim: int = 32, depth: int = 2, decoder_embed_dim: int = 32, decoder_depth: int = 1,
+                            patch_size: int = 4, grid: int = 8, in_chans: int = 1, mlp_ratio: float = 2.0,
+                            seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random state dict with the key names and shapes of facebookresearch/mae's MaskedAutoencoderViT.
+
+    Written from the official model definition (timm ViT blocks with qkv bias), not from pipeline_lib.
+    """
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g)
+
+    def block(prefix: str, dim: int) -> dict[str, torch.Tensor]:
+        hidden = int(dim * mlp_ratio)
+        return {
+            f"{prefix}.norm1.weight": r(dim), f"{prefix}.norm1.bias": r(dim),
+            f"{prefix}.attn.qkv.weight": r(3 * dim, dim), f"{prefix}.attn.qkv.bias": r(3 * dim),
+            f"{prefix}.attn.proj.weight": r(dim, dim), f"{prefix}.attn.proj.bias": r(dim),
+            f"{prefix}.norm2.weight": r(dim), f"{prefix}.norm2.bias": r(dim),
+            f"{prefix}.mlp.fc1.weight": r(hidden, dim), f"{prefix}.mlp.fc1.bias": r(hidden),
+            f"{prefix}.mlp.fc2.weight": r(dim, hidden), f"{prefix}.mlp.fc2.bias": r(dim),
+        }
+
+    n_tokens = grid * grid + 1
+    sd = {
+        "cls_token": r(1, 1, embed_dim),
+        "pos_embed": r(1, n_tokens, embed_dim),
+        "patch_embed.proj.weight": r(embed_dim, in_chans, patch_size, patch_size),
+        "patch_embed.proj.bias": r(embed_dim),
+    }
+    for i in range(depth):
+        sd.update(block(f"blocks.{i}", embed_dim))
+    sd.update({
+        "norm.weight": r(embed_dim), "norm.bias": r(embed_dim),
+        "mask_token": r(1, 1, decoder_embed_dim),
+        "decoder_pos_embed": r(1, n_tokens, decoder_embed_dim),
+        "decoder_embed.weight": r(decoder_embed_dim, embed_dim), "decoder_embed.bias": r(decoder_embed_dim),
+    })
+    for i in range(decoder_depth):
+        sd.update(block(f"decoder_blocks.{i}", decoder_embed_dim))
+    out = patch_size * patch_size * in_chans
+    sd.update({
+        "decoder_norm.weight": r(decoder_embed_dim), "decoder_norm.bias": r(decoder_embed_dim),
+        "decoder_pred.weight": r(out, decoder_embed_dim), "decoder_pred.bias": r(out),
+    })
+    return sd
+
+
+def assert_state_dicts_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert set(a) == set(b), f"key sets differ: {sorted(set(a) ^ set(b))}"
+    for k in a:
+        assert a[k].shape == b[k].shape, f"{k}: shape {tuple(a[k].shape)} != {tuple(b[k].shape)}"
+        assert torch.equal(a[k], b[k]), f"{k}: values differ"
+
+
+def temp_leftovers(directory: Path) -> list[str]:
+    """Names of atomic_path temporaries (hidden *.tmp siblings) left in `directory`."""
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp"))
