@@ -258,7 +258,7 @@ def test_count_larger_than_free_classes():
 def test_count_zero_is_a_schema_error():
     params = base_params()
     params["splits"]["forget"] = {"count": 0}
-    _raises_naming(params, "'splits.forget'")
+    _raises_naming(params, "'splits.forget.count'")
 
 
 # --- variants ------------------------------------------------------------------------------------------------
