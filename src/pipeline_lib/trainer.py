@@ -30,6 +30,9 @@ class Objective(Protocol):
     def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Must return the scalar to minimise under "loss"; other entries are logged."""
 
+    # Optional: `backward(losses, params)` sets `p.grad` for every trained parameter instead of the default
+    # `losses["loss"].backward()`; methods that combine per-loss gradients (EBU, controllable) use it.
+
 
 def build_optimizer(params: list[nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
     kwargs = {"lr": cfg["lr"], "weight_decay": cfg.get("weight_decay", 0.0)}
@@ -75,7 +78,11 @@ def fit(objective: Objective, loader: Iterable[dict[str, Any]], training: dict[s
                 raise NonFiniteLossError(f"{desc}: non-finite loss at step {step + 1} ({parts}); "
                                          f"lower the learning rate or check the inputs")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            backward = getattr(objective, "backward", None)
+            if backward is not None:
+                backward(losses, params)  # gradient-transform methods (EBU, ε-constrained) fill .grad themselves
+            else:
+                loss.backward()
             optimizer.step()
             step += 1
             images += batch.get("n", 0)
