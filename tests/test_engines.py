@@ -68,7 +68,7 @@ def dvc_ran(log: str) -> set[str]:
 
 
 def snakemake_jobs(log: str) -> set[str]:
-    return {m for m in re.findall(r"^rule (\w+):", log, flags=re.M)} - {"all"}
+    return {m for m in re.findall(r"^(?:local)?rule (\w+):", log, flags=re.M)} - {"all"}
 
 
 def outputs(root: Path) -> set[str]:

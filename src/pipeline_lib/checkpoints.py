@@ -6,15 +6,12 @@ anything but tensors and plain containers.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import shutil
-import urllib.request
 from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path
+from .downloads import fetch, file_digest
 from .errors import DataError
 from .models import FAMILIES, I2IModel
 
@@ -31,27 +28,20 @@ OFFICIAL_URLS = {
 
 
 def sha256sum(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def fetch_checkpoint(url: str, sha256: str, dest: str | Path, timeout: float = 120.0) -> Path:
     """Download `url` to `dest` and verify it; a mismatch or failed transfer leaves no file behind."""
-    dest = Path(dest)
-    with atomic_path(dest) as tmp:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-                shutil.copyfileobj(response, out)
-        except OSError as exc:
-            raise DataError(f"checkpoint download from {url} failed: {exc}") from None
-        got = sha256sum(tmp)
+
+    def verify(path: Path) -> None:
+        got = sha256sum(path)
         if got != sha256:
             raise DataError(f"checksum mismatch for checkpoint {url}: sha256 {got}, expected {sha256}")
+
+    fetch(url, dest, verify, timeout)
     LOG.info("checkpoint %s verified (sha256 %s)", url, sha256)
-    return dest
+    return Path(dest)
 
 
 def load_official(family: str, path: str | Path, arch: dict) -> I2IModel:

@@ -10,10 +10,8 @@ decompressed idx payload.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import shutil
-import urllib.request
 import zlib
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import torch
 import torchvision
 
 from .atomic import atomic_path
+from .downloads import fetch, file_digest
 from .errors import DataError
 
 LOG = logging.getLogger(__name__)
@@ -39,11 +38,7 @@ MIRRORS = list(torchvision.datasets.FashionMNIST.mirrors)  # the official downlo
 
 
 def md5sum(path: Path, decompress: bool = False) -> str:
-    digest = hashlib.md5()
-    with (gzip.open(path, "rb") if decompress else open(path, "rb")) as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "md5", decompress)
 
 
 def verify(path: Path, gz_md5: str, payload_md5: str) -> str:
@@ -63,16 +58,6 @@ def verify(path: Path, gz_md5: str, payload_md5: str) -> str:
 
 def _complete(directory: Path | None) -> bool:
     return directory is not None and all((directory / name).is_file() for name in FILES)
-
-
-def download(url: str, dest: Path, timeout: float = 60.0) -> None:
-    """Fetch `url` to `dest` atomically; a failed transfer leaves nothing behind."""
-    with atomic_path(dest) as tmp:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-                shutil.copyfileobj(response, out)
-        except OSError as exc:
-            raise DataError(f"download of {url} failed: {exc}") from None
 
 
 def acquire(out_dir: str | Path, root: str | None, allow_download: bool, mirrors: list[str] = MIRRORS,
@@ -103,7 +88,7 @@ def acquire(out_dir: str | Path, root: str | None, allow_download: bool, mirrors
             errors = []
             for mirror in mirrors:
                 try:
-                    download(mirror + name, dest)
+                    fetch(mirror + name, dest, timeout=60.0)
                     source = f"download from {mirror}"
                     break
                 except DataError as exc:
