@@ -127,6 +127,16 @@ def test_both_engines_produce_the_same_outputs_and_scores(engines):
     assert smk_scores == dvc_scores  # deterministic CPU results: identical numbers from both engines
 
 
+def test_snakemake_benchmarks_give_a_timing_table(engines):
+    from pipeline_lib.timings import timing_table
+
+    table = timing_table(engines["smk"] / "benchmarks")
+    stages = set(table["stage"])
+    assert stages == {"data", "splits", "pretrain", "extractor", "reference", "unlearn", "generate", "metrics",
+                      "aggregate", "total"}
+    assert (table["wall s"] > 0).all()
+
+
 def test_dvc_metrics_are_declared(engines):
     shown = run(["dvc", "metrics", "show", "--json"], engines["dvc"])
     assert "metrics/mae/l2n/alpha-0.25/center.json" in shown
