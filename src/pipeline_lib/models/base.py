@@ -42,6 +42,13 @@ class I2IModel(nn.Module):
         """The full image; pixels outside the mask are returned as given."""
         raise NotImplementedError
 
+    def output(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The model's full output image h(T(x)), visible pixels predicted too (no pasting of the input).
+
+        Output-space unlearning losses use it when they compare every pixel (paper 1, Eq. C.28).
+        """
+        raise NotImplementedError
+
     def training_loss(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The family's own training objective (pre-training and output-space baselines use it)."""
         raise NotImplementedError

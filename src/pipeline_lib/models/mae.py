@@ -119,6 +119,9 @@ class MAE(I2IModel):
         pmask = self.patch_mask(mask)
         return self.unpatchify(self._decode_tokens(self._encode_tokens(x, pmask), pmask))
 
+    def output(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.predict(x, mask)
+
     def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return torch.where(mask, self.predict(x, mask).to(x.dtype), x)
 
