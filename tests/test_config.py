@@ -265,11 +265,21 @@ def test_count_zero_is_a_schema_error():
 
 def test_variant_names_round_trip():
     for alpha in [0.25, 1.0, 3, 0.001]:
-        assert config.parse_variant(config.variant_name("l2n", alpha)) == float(alpha)
+        for noise in ["identity", "lowrank"]:
+            name = config.variant_name({"alpha": alpha, "noise": noise})
+            assert name == f"alpha-{alpha}_noise-{noise}"
+            assert config.parse_variant(name) == {"alpha": float(alpha), "noise": noise}
     with pytest.raises(ParamsError, match="unknown variant"):
         config.parse_variant("beta-0.3")
-    runs = config.unlearn_runs(base_params())
-    assert [r["variant"] for r in runs] == [f"alpha-{a}" for a in base_params()["methods"]["l2n"]["alpha"]]
+
+
+def test_unlearn_runs_cover_the_grid():
+    params = base_params()
+    params["methods"]["l2n"] = {"alpha": [0.1, 0.25], "noise": ["identity", "uniform"]}
+    runs = config.unlearn_runs(params)
+    assert [r["variant"] for r in runs] == ["alpha-0.1_noise-identity", "alpha-0.1_noise-uniform",
+                                            "alpha-0.25_noise-identity", "alpha-0.25_noise-uniform"]
+    assert {r["model"] for r in runs} == set(params["models"])
 
 
 # --- the CLI -------------------------------------------------------------------------------------------------

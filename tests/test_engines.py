@@ -108,12 +108,12 @@ def test_default_params_give_both_engines_the_same_commands(tmp_path):
     dry = run(["dvc", "repro", "--dry", "--force"], root)
     dvc_cmds = {" ".join(line[2:].split()) for line in dry.splitlines() if line.startswith("> python -m pipeline_lib")}
     assert snakemake_commands(planned) == dvc_cmds
-    assert len(dvc_cmds) == 11  # data, splits, pretrain, extractor, reference, unlearn, 2 generate, 2 metrics, aggregate
+    assert len(dvc_cmds) == 12  # data, splits, pretrain, extractor, reference, noise, unlearn, 2 generate, 2 metrics, aggregate
 
 
 def test_both_engines_run_the_same_commands(engines):
     smk_cmds = snakemake_commands(engines["smk_log"])
-    assert len(smk_cmds) == 11
+    assert len(smk_cmds) == 16  # smoke: 2 noise targets, so 2 unlearn runs, 3 generate and 3 metrics
     assert smk_cmds == dvc_commands(engines["dvc"])
 
 
@@ -122,8 +122,10 @@ def test_both_engines_produce_the_same_outputs_and_scores(engines):
     assert outputs(smk) == outputs(dvc)
     assert "results/fashion_mnist/report/table_center.md" in outputs(smk)
     assert "results/fashion_mnist/report/grid_center.png" in outputs(smk)
+    ablation = (smk / "results/fashion_mnist/report/table_noise_center.csv").read_text()
+    assert "lowrank" in ablation and "identity" in ablation
     smk_scores, dvc_scores = scores(smk), scores(dvc)
-    assert len(smk_scores) == 2
+    assert len(smk_scores) == 3
     assert smk_scores == dvc_scores  # deterministic CPU results: identical numbers from both engines
 
 
@@ -132,14 +134,14 @@ def test_snakemake_benchmarks_give_a_timing_table(engines):
 
     table = timing_table(engines["smk"] / "benchmarks")
     stages = set(table["stage"])
-    assert stages == {"data", "splits", "pretrain", "extractor", "reference", "unlearn", "generate", "metrics",
-                      "aggregate", "total"}
+    assert stages == {"data", "splits", "pretrain", "extractor", "reference", "noise", "unlearn", "generate",
+                      "metrics", "aggregate", "total"}
     assert (table["wall s"] > 0).all()
 
 
 def test_dvc_metrics_are_declared(engines):
     shown = run(["dvc", "metrics", "show", "--json"], engines["dvc"])
-    assert "metrics/mae/l2n/alpha-0.25/center.json" in shown
+    assert "metrics/mae/l2n/alpha-0.25_noise-lowrank/center.json" in shown
     assert '"fid"' in shown
 
 
@@ -150,13 +152,14 @@ def test_changing_alpha_reruns_only_what_alpha_feeds(engines):
     assert snakemake_jobs(dry) == ALPHA_FED
     rerun = run(["snakemake", "--profile", "profiles/local"], smk)
     assert snakemake_jobs(rerun) == ALPHA_FED
-    assert (smk / "results/fashion_mnist/metrics/mae/l2n/alpha-0.5/center.json").is_file()
+    assert (smk / "results/fashion_mnist/metrics/mae/l2n/alpha-0.5_noise-lowrank/center.json").is_file()
 
     set_alpha(dvc, 0.5)
     log = run(["dvc", "repro"], dvc)
     assert dvc_ran(log) == ALPHA_FED
-    assert (dvc / "results/fashion_mnist/metrics/mae/l2n/alpha-0.5/center.json").is_file()
+    assert (dvc / "results/fashion_mnist/metrics/mae/l2n/alpha-0.5_noise-lowrank/center.json").is_file()
     table = (dvc / "results/fashion_mnist/report/table_center.csv").read_text()
     assert "alpha-0.5" in table and "alpha-0.25" not in table
-    new = "results/fashion_mnist/metrics/mae/l2n/alpha-0.5/center.json"
-    assert scores(smk)[new] == scores(dvc)[new]
+    for noise in ("identity", "lowrank"):
+        new = f"results/fashion_mnist/metrics/mae/l2n/alpha-0.5_noise-{noise}/center.json"
+        assert scores(smk)[new] == scores(dvc)[new]

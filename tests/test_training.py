@@ -13,6 +13,7 @@ from helpers import TINY_ARCH, codec, fashion_subset, temp_leftovers, torch_thre
 from pipeline_lib import trainer
 from pipeline_lib.atomic import atomic_path, write_json
 from pipeline_lib.errors import NonFiniteLossError
+from pipeline_lib.noise import NoiseSampler
 from pipeline_lib.loaders import BalancedLoader, ImageLoader, mask_sampler
 from pipeline_lib.methods import build_method, distance
 from pipeline_lib.models import I2IModel, build_model
@@ -254,7 +255,7 @@ def test_balanced_loader_pairs_equal_batches_and_oversamples_retain():
 def test_balanced_loader_noise_and_validation():
     g = torch.Generator().manual_seed(0)
     mask_fn = mask_sampler({"kind": "center", "size": 4}, 8, 4, g)
-    loader = BalancedLoader(_identifiable(4), _identifiable(4), 4, g, mask_fn, noise_kind="uniform")
+    loader = BalancedLoader(_identifiable(4), _identifiable(4), 4, g, mask_fn, noise=NoiseSampler("uniform"))
     noise = next(iter(loader))["noise"]
     assert noise.min() >= -1.0 and noise.max() <= 1.0
     with pytest.raises(ValueError, match="non-empty"):

@@ -7,6 +7,7 @@ and every stage CLI calls it on start-up, so a bad experiment fails before any j
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -71,23 +72,36 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     return validate_params(params)
 
 
-def variant_name(method: str, value: float) -> str:
-    """The path component of one grid point, e.g. alpha-0.25; `str` matches DVC's rendering of the value."""
-    return f"alpha-{value}"
+#: grid axes a method may have, in the order they appear in a variant name
+GRID_AXES = ("alpha", "noise")
 
 
-def unlearn_runs(params: dict[str, Any]) -> list[dict[str, str]]:
-    """Every (model, method, variant) the experiment trains, in a stable order."""
+def variant_name(point: dict[str, Any]) -> str:
+    """The path component of one grid point, e.g. alpha-0.25_noise-identity; shared by both engines.
+
+    Values are rendered with `str`, which is how DVC renders them in dvc.yaml templates.
+    """
+    return "_".join(f"{axis}-{point[axis]}" for axis in GRID_AXES if axis in point)
+
+
+def parse_variant(variant: str) -> dict[str, Any]:
+    point: dict[str, Any] = {}
+    for part in variant.split("_"):
+        axis, _, value = part.partition("-")
+        if axis not in GRID_AXES or not value:
+            raise ParamsError(f"unknown variant '{variant}': expected parts like "
+                              + "_".join(f"{a}-<value>" for a in GRID_AXES))
+        point[axis] = float(value) if axis == "alpha" else value
+    return point
+
+
+def unlearn_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every (model, method, grid point) the experiment trains, in a stable order."""
     runs = []
     for model in params["models"]:
-        for method, cfg in params["methods"].items():
-            for alpha in cfg["alpha"]:
-                runs.append({"model": model, "method": method, "variant": variant_name(method, alpha), "alpha": alpha})
+        for method, grid in params["methods"].items():
+            axes = [a for a in GRID_AXES if a in grid]
+            for values in itertools.product(*(grid[a] for a in axes)):
+                point = dict(zip(axes, values))
+                runs.append({"model": model, "method": method, "variant": variant_name(point), **point})
     return runs
-
-
-def parse_variant(variant: str) -> float:
-    prefix, _, value = variant.partition("-")
-    if prefix != "alpha" or not value:
-        raise ParamsError(f"unknown variant '{variant}': expected alpha-<value>")
-    return float(value)

@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 import torch
 
 from .masks import sample_mask
-from .noise import sample_noise
+from .noise import NoiseSampler
 
 MaskFn = Callable[[int], torch.Tensor]
 
@@ -49,11 +49,11 @@ class BalancedLoader:
     """
 
     def __init__(self, retain: torch.Tensor, forget: torch.Tensor, batch_size: int, g: torch.Generator,
-                 mask_fn: MaskFn, noise_kind: str = "gaussian"):
+                 mask_fn: MaskFn, noise: NoiseSampler | None = None):
         if len(retain) == 0 or len(forget) == 0:
             raise ValueError("unlearning needs a non-empty retain set and forget set")
         self.retain, self.forget, self.batch_size, self.g = retain, forget, batch_size, g
-        self.mask_fn, self.noise_kind = mask_fn, noise_kind
+        self.mask_fn, self.noise = mask_fn, noise or NoiseSampler()
         self._retain_order = torch.empty(0, dtype=torch.long)
 
     def __len__(self) -> int:
@@ -75,6 +75,6 @@ class BalancedLoader:
                 "x_f": x_f,
                 "mask_r": self.mask_fn(n),
                 "mask_f": self.mask_fn(n),
-                "noise": sample_noise(self.noise_kind, x_f.shape, self.g),
+                "noise": self.noise(x_f, self.g),
                 "n": 2 * n,
             }

@@ -60,3 +60,7 @@ def all_metrics(params: dict[str, Any]) -> list[str]:
 def all_recon(params: dict[str, Any]) -> list[str]:
     ds = params["dataset"]
     return [recon_dir(ds, *m, t) for m in evaluated_models(params) for t in params["tasks"]]
+
+
+def noise_file(ds: str, kind: str) -> str:
+    return f"data/{ds}/noise/{kind}.safetensors"

@@ -14,6 +14,7 @@ import pandas as pd
 
 from . import paths
 from .atomic import atomic_path, write_text
+from .config import GRID_AXES, parse_variant
 from .errors import DataError
 
 COLUMNS = [("fid", "FID"), ("is", "IS"), ("cosine", "Cosine"), ("accuracy", "Acc")]
@@ -27,12 +28,24 @@ def collect(params: dict[str, Any], task: str) -> pd.DataFrame:
             raise DataError(f"metrics file {path} is missing: run the metrics stage for it")
         m = json.loads(path.read_text())
         row = {"model": model, "method": method, "variant": "" if method == "original" else variant}
+        row.update({axis: "" for axis in GRID_AXES})
+        if method != "original":
+            row.update(parse_variant(variant))
         for key, label in COLUMNS:
             row[f"{label} R"] = m["retain"][key]
             row[f"{label} F"] = m["forget"][key]
         row["train s"] = m.get("training", {}).get("wall_time_s")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def noise_ablation(df: pd.DataFrame) -> pd.DataFrame:
+    """l2n by noise target (Σ kind or noise type), each beside its model's original row."""
+    l2n = df[df["method"] == "l2n"]
+    original = df[df["method"] == "original"].assign(noise="(original)")
+    keep = ["model", "alpha", "noise"] + [c for c in df.columns if c.endswith((" R", " F"))]
+    out = pd.concat([original, l2n])[keep].sort_values(["model", "alpha"], key=lambda c: c.astype(str), kind="stable")
+    return out.reset_index(drop=True)
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -81,5 +94,8 @@ def write_report(params: dict[str, Any], out: str | Path) -> None:
         for task in params["tasks"]:
             df = collect(params, task)
             df.to_csv(tmp / f"table_{task}.csv", index=False, float_format="%.4f")
-            write_text(tmp / f"table_{task}.md", to_markdown(df))
+            write_text(tmp / f"table_{task}.md", to_markdown(df.drop(columns=list(GRID_AXES))))
+            noise = noise_ablation(df)
+            noise.to_csv(tmp / f"table_noise_{task}.csv", index=False, float_format="%.4f")
+            write_text(tmp / f"table_noise_{task}.md", to_markdown(noise))
             image_grid(params, task, tmp / f"grid_{task}.png", params["generate"]["grid_images"])

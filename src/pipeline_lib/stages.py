@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from . import datasets, evaluate, extractor, paths
+from . import datasets, evaluate, extractor, noise_targets, paths
 from .atomic import atomic_path, write_json
 from .checkpoints import fetch_checkpoint, load_official
 from .config import parse_variant
@@ -130,8 +130,16 @@ def reference(params: dict, data_dir: str, splits_path: str, extractor_path: str
             evaluate.save_features(feats, tmp / f"{which}.safetensors")
 
 
+def noise(params: dict, kind: str, data_dir: str, splits_path: str, out: str) -> None:
+    """Σ (or nothing, for uniform and batch_stats) of the forget set, for l2n's noise targets."""
+    seed_everything(params["seed"])
+    codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
+    x_f, _ = _images(data_dir, split["unlearn"]["forget"], True, codec)
+    noise_targets.prepare(kind, x_f, params["noise"]["rank"], out)
+
+
 def unlearn(params: dict, model: str, method: str, variant: str, original: str, data_dir: str,
-            splits_path: str, out: str) -> None:
+            splits_path: str, noise: str, out: str) -> None:
     g = seed_everything(params["seed"])
     device = _device(params)
     codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
@@ -140,11 +148,13 @@ def unlearn(params: dict, model: str, method: str, variant: str, original: str, 
     x_r, _ = _images(data_dir, split["unlearn"]["retain"], True, codec)
     teacher = load_model(original, device)
     student = copy.deepcopy(teacher)
-    objective = build_method(method, student, teacher, alpha=parse_variant(variant), norm=cfg["norm"])
+    point = parse_variant(variant)
+    objective = build_method(method, student, teacher, alpha=point["alpha"], norm=cfg["norm"])
     mask_fn = mask_sampler(cfg["mask"], codec.image_size, student.mask_granularity, g)
-    loader = BalancedLoader(x_r, x_f, cfg["training"]["batch_size"], g, mask_fn)
+    sampler = noise_targets.sampler(point.get("noise", "identity"), noise, codec)
+    loader = BalancedLoader(x_r, x_f, cfg["training"]["batch_size"], g, mask_fn, sampler)
     stats = fit(objective, loader, cfg["training"], device, params["runtime"]["amp"], desc=f"{method} {variant} {model}")
-    meta = {"method": method, "variant": variant, "alpha": parse_variant(variant), "original": original,
+    meta = {"method": method, "variant": variant, **point, "noise_file": noise, "original": original,
             "training": stats, "retain_images": len(x_r), "forget_images": len(x_f)}
     save_model(student.cpu(), out, meta)
 

@@ -2,7 +2,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from pipeline_lib.config import unlearn_runs, validate_params
+from pipeline_lib.config import parse_variant, validate_params
 from pipeline_lib.errors import ParamsError
 from pipeline_lib.paths import (
     all_metrics,
@@ -10,6 +10,7 @@ from pipeline_lib.paths import (
     extractor_file,
     metrics_file,
     model_file,
+    noise_file,
     raw_dir,
     recon_dir,
     reference_dir,

@@ -35,3 +35,26 @@ rule splits:
         seed=config["seed"],
     shell:
         "python -m pipeline_lib splits --params params.yaml --data-dir {input} --out {output} --log {log}"
+
+
+rule noise:
+    input:
+        data="data/{dataset}/raw",
+        splits="data/{dataset}/splits.json",
+    output:
+        "data/{dataset}/noise/{kind}.safetensors",
+    params:
+        noise=config["noise"],
+        data=config["data"],
+    conda:
+        "../envs/pipeline.yaml"
+    log:
+        "logs/noise/{dataset}/{kind}.log",
+    benchmark:
+        "benchmarks/noise/{dataset}/{kind}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "python -m pipeline_lib noise --params params.yaml --kind {wildcards.kind} --data-dir {input.data} "
+        "--splits {input.splits} --out {output} --log {log}"

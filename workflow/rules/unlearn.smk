@@ -3,6 +3,7 @@ rule unlearn:
         original="data/{dataset}/models/{model}/original/base/model.safetensors",
         data="data/{dataset}/raw",
         splits="data/{dataset}/splits.json",
+        noise=lambda w: noise_file(w.dataset, parse_variant(w.variant)["noise"]),
     output:
         model="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
         meta="data/{dataset}/models/{model}/{method}/{variant}/model.json",
@@ -26,4 +27,4 @@ rule unlearn:
     shell:
         "python -m pipeline_lib unlearn --params params.yaml --model {wildcards.model} --method {wildcards.method} "
         "--variant {wildcards.variant} --original {input.original} --data-dir {input.data} "
-        "--splits {input.splits} --out {output.model} --log {log}"
+        "--splits {input.splits} --noise {input.noise} --out {output.model} --log {log}"
