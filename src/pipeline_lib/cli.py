@@ -12,7 +12,7 @@ import sys
 from . import stages
 from .config import load_params
 from .errors import PipelineError
-from .runtime import setup_logging
+from .runtime import configure_threads, setup_logging
 
 LOG = logging.getLogger("pipeline_lib")
 
@@ -49,11 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     fn, args = STAGES[ns.stage]
     try:
         params = load_params(ns.params)
+        threads = configure_threads(params["runtime"].get("threads"))
         kwargs = {a: getattr(ns, a) for a in args}
         # the functions name the split file and reference directory by role
         rename = {"splits": "splits_path", "extractor": "extractor_path", "reference": "reference_dir"}
         kwargs = {rename.get(k, k): v for k, v in kwargs.items()}
-        LOG.info("stage %s: %s", ns.stage, kwargs)
+        LOG.info("stage %s (%d CPU threads): %s", ns.stage, threads, kwargs)
         fn(params, **kwargs)
     except PipelineError as exc:
         LOG.error("%s failed: %s", ns.stage, exc)

@@ -24,6 +24,15 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def configure_threads(requested: int | None) -> int:
+    """Fix torch's CPU thread count: results depend on it (reduction order), so it must not follow whatever
+    OMP_NUM_THREADS an engine sets (Snakemake sets it to a rule's `threads`, DVC does not). Default: the
+    CPUs this process may run on (respects SLURM/cgroup CPU sets)."""
+    n = requested or len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)
+    return n
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA when present; an explicit device that is absent is an error, not a fallback."""
     if name == "auto":

@@ -31,8 +31,6 @@ LOG = logging.getLogger(__name__)
 
 
 def _device(params: dict) -> torch.device:
-    if params["runtime"].get("threads"):
-        torch.set_num_threads(params["runtime"]["threads"])
     return resolve_device(params["runtime"]["device"])
 
 
