@@ -265,7 +265,7 @@ def test_count_zero_is_a_schema_error():
 
 def test_variant_names_round_trip():
     for alpha in [0.25, 1.0, 3, 0.001]:
-        for noise in ["identity", "lowrank"]:
+        for noise in ["identity", "lowrank", "batch_stats"]:
             name = config.variant_name({"alpha": alpha, "noise": noise})
             assert name == f"alpha-{alpha}_noise-{noise}"
             assert config.parse_variant(name) == {"alpha": float(alpha), "noise": noise}

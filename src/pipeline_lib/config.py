@@ -8,6 +8,7 @@ and every stage CLI calls it on start-up, so a bad experiment fails before any j
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,8 @@ def variant_name(point: dict[str, Any]) -> str:
 
 def parse_variant(variant: str) -> dict[str, Any]:
     point: dict[str, Any] = {}
-    for part in variant.split("_"):
+    # split only before an axis name, so values may contain "_" (noise-batch_stats)
+    for part in re.split(r"_(?=(?:%s)-)" % "|".join(GRID_AXES), variant):
         axis, _, value = part.partition("-")
         if axis not in GRID_AXES or not value:
             raise ParamsError(f"unknown variant '{variant}': expected parts like "
