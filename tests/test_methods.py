@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import TINY_ARCH, codec, fashion_subset, torch_threads
+from helpers import TINY_ARCH, codec, fashion_subset
 from pipeline_lib import trainer
 from pipeline_lib.loaders import BalancedLoader, mask_sampler
 from pipeline_lib.methods import METHODS, build_method, epsilon_levels
@@ -20,10 +20,7 @@ from pipeline_lib.methods.ebu import (EBU, ebu_direction, ewc_gradient, modulate
 from pipeline_lib.models import I2IModel, build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CPU = torch.device("cpu")

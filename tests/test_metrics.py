@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch_fidelity
 
-from helpers import base_params, codec, fashion_subset, torch_threads
+from helpers import base_params, codec, fashion_subset
 from pipeline_lib import evaluate, extractor, trainer
 from pipeline_lib.datasets import ImageCodec
 from pipeline_lib.errors import DataError
@@ -20,10 +20,7 @@ N = 120  # images per evaluation set
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Uint8RGB(torch.utils.data.Dataset):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import TINY_ARCH, assert_state_dicts_equal, codec, fashion_subset, official_mae_state_dict, torch_threads
+from helpers import TINY_ARCH, assert_state_dicts_equal, codec, fashion_subset, official_mae_state_dict
 from pipeline_lib import checkpoints, masks, trainer
 from pipeline_lib.errors import DataError
 from pipeline_lib.loaders import BalancedLoader, mask_sampler
@@ -14,10 +14,7 @@ from pipeline_lib.methods import build_method
 from pipeline_lib.models import MAE, build_model, load_model, save_model
 from pipeline_lib.models.base import read_meta
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 DECODER_PREFIXES = ("decoder_embed.", "mask_token", "decoder_pos_embed", "decoder_blocks.", "decoder_norm.",

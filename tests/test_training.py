@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import TINY_ARCH, codec, fashion_subset, temp_leftovers, torch_threads
+from helpers import TINY_ARCH, codec, fashion_subset, temp_leftovers
 from pipeline_lib import trainer
 from pipeline_lib.atomic import atomic_path, write_json
 from pipeline_lib.errors import NonFiniteLossError
@@ -20,10 +20,7 @@ from pipeline_lib.models import I2IModel, build_model
 from pipeline_lib.models.base import FamilyObjective
 from pipeline_lib.runtime import seed_everything
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CPU = torch.device("cpu")
