@@ -41,7 +41,9 @@ def extract_features(images: torch.Tensor, extractor_path: str | Path, batch_siz
     extractor_mod.register()
     fe = create_feature_extractor(extractor_mod.EXTRACTOR_NAME, FEATURES, cuda=False,
                                   feature_extractor_weights_path=str(extractor_path), verbose=False)
-    return get_featuresdict_from_dataset(_Uint8Images(images), fe, batch_size, False, False, False)
+    # save_cpu_ram: no DataLoader workers; the images are already in memory and workers only cost start-up
+    return get_featuresdict_from_dataset(_Uint8Images(images), fe, batch_size, cuda=False, save_cpu_ram=True,
+                                         verbose=False)
 
 
 def save_features(features: dict[str, torch.Tensor], path: str | Path) -> None:
