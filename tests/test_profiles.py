@@ -1,0 +1,42 @@
+"""The SLURM profile plans the default DAG with GPUs on model stages only (a dry run; no cluster needed)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_RULES = {"pretrain", "extractor", "unlearn", "generate"}
+
+
+def planned_resources(profile: str) -> dict[str, str]:
+    proc = subprocess.run(["snakemake", "--profile", profile, "-n", "--forceall"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout):
+        rule = re.match(r"(?:local)?rule (\w+):", block.strip())
+        res = re.search(r"resources: (.*)", block)
+        if rule and res:
+            out[rule.group(1)] = res.group(1)
+    return out
+
+
+def test_slurm_profile_requests_gpus_for_model_stages_only():
+    resources = planned_resources("profiles/slurm")
+    assert MODEL_RULES <= set(resources)
+    for rule, res in resources.items():
+        if rule in MODEL_RULES:
+            assert "gpu=1" in res and "slurm_partition=gpu" in res, (rule, res)
+        else:
+            assert "gpu=" not in res, (rule, res)
+        assert "slurm_account=" in res and "runtime=" in res and "mem_mb=" in res
+
+
+def test_local_profile_caps_gpu_jobs():
+    import yaml
+
+    profile = yaml.safe_load((REPO / "profiles/local/config.yaml").read_text())
+    assert profile["resources"]["gpu"] == 1
+    assert MODEL_RULES <= set(planned_resources("profiles/local"))
