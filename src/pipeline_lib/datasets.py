@@ -9,6 +9,7 @@ decompressed idx payload.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 import shutil
@@ -110,7 +111,15 @@ def _read_idx(path: Path, offset: int) -> np.ndarray:
 
 
 def load_split(data_dir: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images as uint8 [N, 28, 28] and labels as int64 [N] from the verified idx files."""
+    """Images as uint8 [N, 28, 28] and labels as int64 [N] from the verified idx files.
+
+    Cached per process (a stage reads the same split for several subsets); treat the tensors as read-only.
+    """
+    return _load_split(str(Path(data_dir).resolve()), train)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_split(data_dir: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     data_dir = Path(data_dir)
     prefix = "train" if train else "t10k"
     images_path = data_dir / f"{prefix}-images-idx3-ubyte.gz"
