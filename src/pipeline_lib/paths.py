@@ -1,6 +1,6 @@
-"""Where every artefact lives. Snakemake builds its targets from here; dvc.yaml spells the same templates.
+"""Where the evaluated artefacts live. Snakemake builds its targets from here; dvc.yaml spells the same templates.
 
-Paths name their wildcards: dataset, model, method, variant (e.g. alpha-0.25), task. The original model is
+Paths name their wildcards: dataset, model, method, variant (e.g. alpha-0.25_noise-identity), task. The original model is
 method `original`, variant `base`, so reconstructions and metrics of every model share one layout.
 """
 
@@ -12,26 +12,6 @@ from .config import unlearn_runs
 
 ORIGINAL = ("original", "base")
 SETS = ("forget", "retain")
-
-
-def raw_dir(ds: str) -> str:
-    return f"data/{ds}/raw"
-
-
-def splits_file(ds: str) -> str:
-    return f"data/{ds}/splits.json"
-
-
-def model_file(ds: str, model: str, method: str, variant: str) -> str:
-    return f"data/{ds}/models/{model}/{method}/{variant}/model.safetensors"
-
-
-def extractor_file(ds: str) -> str:
-    return f"data/{ds}/extractor/classifier.safetensors"
-
-
-def reference_dir(ds: str) -> str:
-    return f"data/{ds}/reference"
 
 
 def recon_dir(ds: str, model: str, method: str, variant: str, task: str) -> str:

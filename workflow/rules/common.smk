@@ -7,15 +7,8 @@ from pipeline_lib.errors import ParamsError
 from pipeline_lib.paths import (
     all_metrics,
     all_recon,
-    extractor_file,
-    metrics_file,
-    model_file,
     noise_file,
-    raw_dir,
-    recon_dir,
-    reference_dir,
     report_dir,
-    splits_file,
 )
 
 # Fail before any job starts: the schema first (names the bad key), then the semantic checks.
