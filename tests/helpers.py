@@ -179,3 +179,26 @@ def assert_state_dicts_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tens
 def temp_leftovers(directory: Path) -> list[str]:
     """Names of atomic_path temporaries (hidden *.tmp siblings) left in `directory`."""
     return sorted(p.name for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp"))
+
+
+def train_l2n_briefly(model, steps: int = 3, batch: int = 8, ratio: float = 0.75, optimizer: dict | None = None):
+    """A few real l2n steps (trainer.fit, BalancedLoader, Fashion-MNIST) on `model`; returns
+    (objective, state before, teacher state before, state after) for encoder-only checks."""
+    from pipeline_lib import trainer
+    from pipeline_lib.loaders import BalancedLoader, mask_sampler
+    from pipeline_lib.methods import build_method
+
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    objective = build_method("l2n", model, None, alpha=0.25, norm="l2")
+    teacher_before = {k: v.detach().clone() for k, v in objective.teacher.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    retain, _ = fashion_subset(8 * batch, classes=[0, 2])
+    forget, _ = fashion_subset(4 * batch, classes=[1])
+    c = codec()
+    loader = BalancedLoader(c.encode(retain), c.encode(forget), batch, g,
+                            mask_sampler({"kind": "mixed", "size": 16, "ratio": ratio}, 32, model.mask_granularity, g))
+    training = {"epochs": 1, "batch_size": batch, "max_steps": steps,
+                "optimizer": optimizer or {"name": "adamw", "lr": 1e-3, "betas": [0.9, 0.95], "weight_decay": 0.05}}
+    stats = trainer.fit(objective, loader, training, torch.device("cpu"))
+    assert stats["steps"] == steps
+    return objective, before, teacher_before, model.state_dict()

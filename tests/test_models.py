@@ -6,11 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import TINY_ARCH, assert_state_dicts_equal, codec, fashion_subset, official_mae_state_dict
-from pipeline_lib import checkpoints, masks, trainer
+from helpers import TINY_ARCH, assert_state_dicts_equal, codec, fashion_subset, official_mae_state_dict, train_l2n_briefly
+from pipeline_lib import checkpoints, masks
 from pipeline_lib.errors import DataError
-from pipeline_lib.loaders import BalancedLoader, mask_sampler
-from pipeline_lib.methods import build_method
 from pipeline_lib.models import MAE, build_model, load_model, save_model
 from pipeline_lib.models.base import read_meta
 
@@ -199,20 +197,7 @@ def test_load_official_rejects_non_checkpoints(tmp_path):
 
 def test_l2n_trains_the_encoder_only():
     model = tiny_mae(seed=5)
-    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    objective = build_method("l2n", model, None, alpha=0.25, norm="l2")
-    teacher_before = {k: v.detach().clone() for k, v in objective.teacher.state_dict().items()}
-    g = torch.Generator().manual_seed(0)
-    retain, _ = fashion_subset(64, classes=[0, 2])
-    forget, _ = fashion_subset(32, classes=[1])
-    c = codec()
-    loader = BalancedLoader(c.encode(retain), c.encode(forget), 8, g,
-                            mask_sampler({"kind": "mixed", "size": 16, "ratio": 0.75}, 32, model.mask_granularity, g))
-    training = {"epochs": 1, "batch_size": 8, "max_steps": 3,
-                "optimizer": {"name": "adamw", "lr": 1e-3, "betas": [0.9, 0.95], "weight_decay": 0.05}}
-    stats = trainer.fit(objective, loader, training, torch.device("cpu"))
-    assert stats["steps"] == 3
-    after = model.state_dict()
+    objective, before, teacher_before, after = train_l2n_briefly(model)
     decoder_keys = [k for k in after if k.startswith(DECODER_PREFIXES)]
     encoder_keys = [k for k in after if not k.startswith(DECODER_PREFIXES)]
     assert decoder_keys and encoder_keys

@@ -26,13 +26,16 @@ class I2IModel(nn.Module):
     #: masks are applied on this pixel granularity (the patch size for ViT families)
     mask_granularity: int = 1
 
+    #: parameter-name prefixes of the encoder E (what encoder-only methods may train)
+    encoder_prefixes: tuple[str, ...] = ()
+
     def arch(self) -> dict[str, Any]:
         """Constructor keywords (besides image_size and in_chans) that rebuild this model."""
-        raise NotImplementedError
+        return dict(self._arch)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """The parameters encoder-only methods (l2n) may train."""
-        raise NotImplementedError
+        return [p for n, p in self.named_parameters() if n.startswith(self.encoder_prefixes) and p.requires_grad]
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Encoder features of the partial input, flattened to [B, D]: what l2n matches."""
@@ -97,3 +100,22 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> I2
 
 def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).with_suffix(".json").read_text())["meta"]
+
+
+def save_weights(module: nn.Module, path: str | Path, sidecar: dict[str, Any]) -> None:
+    """Write any module's state dict (safetensors) and a JSON sidecar, each atomically (for non-I2I parts)."""
+    path = Path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+    write_json(path.with_suffix(".json"), sidecar)
+
+
+def read_weights(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, sidecar) written by `save_weights`; DataError if either file is missing."""
+    path = Path(path)
+    sidecar_path = path.with_suffix(".json")
+    for p in (path, sidecar_path):
+        if not p.is_file():
+            raise DataError(f"weights file {p} is missing")
+    return load_file(str(path), device=str(map_location)), json.loads(sidecar_path.read_text())

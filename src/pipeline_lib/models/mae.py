@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import DataError
 from .base import I2IModel
-from .vit import Block, PatchEmbed, sincos_pos_embed
+from .vit import Block, PatchEmbed, init_linear_and_norm, sincos_pos_embed
 
 ENCODER_PREFIXES = ("patch_embed.", "cls_token", "pos_embed", "blocks.", "norm.")
 #: head counts of the published models (not recoverable from weights)
@@ -22,6 +22,7 @@ OFFICIAL_HEADS = {768: 12, 1024: 16, 1280: 16}
 
 class MAE(I2IModel):
     family = "mae"
+    encoder_prefixes = ENCODER_PREFIXES
 
     def __init__(self, image_size: int = 32, in_chans: int = 1, patch_size: int = 4, embed_dim: int = 128,
                  depth: int = 4, num_heads: int = 4, decoder_embed_dim: int = 128, decoder_depth: int = 2,
@@ -55,19 +56,7 @@ class MAE(I2IModel):
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.mask_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def arch(self) -> dict[str, Any]:
-        return dict(self._arch)
-
-    def encoder_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.named_parameters() if n.startswith(ENCODER_PREFIXES) and p.requires_grad]
+        init_linear_and_norm(self.modules())
 
     # --- patches -------------------------------------------------------------------------------------
     def patchify(self, x: torch.Tensor) -> torch.Tensor:

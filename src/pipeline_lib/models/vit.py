@@ -58,6 +58,17 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+def init_linear_and_norm(modules) -> None:
+    """Xavier-uniform linear layers with zero bias and unit LayerNorms, as MAE and MAGE initialise them."""
+    for m in modules:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def sincos_pos_embed(dim: int, grid: int, cls_token: bool = True) -> torch.Tensor:
     """Fixed 2-D sine-cosine position embedding [1, grid*grid (+1), dim], as in MAE."""
     if dim % 4:

@@ -1,0 +1,422 @@
+"""VQ-GAN / MAGE (Li et al. 2023) as an I2I model: a frozen VQ tokenizer and a masked token transformer.
+
+Two parts:
+
+* `VQTokenizer` — a small VQ autoencoder: a patch-local conv encoder (one token per `downsample` x
+  `downsample` patch, 32 -> 8 by default; unlike VQGAN's wide receptive field, a token sees only its own
+  patch, so hidden pixels cannot leak into visible tokens — MAGE's official I2I code instead tokenizes the
+  full image and masks an extra ring of tokens around the hole), a codebook of K entries with l2-normalised
+  codes (as ViT-VQGAN; avoids collapse of a tiny codebook), straight-through estimator, the codebook and
+  commitment losses of VQ-VAE (no EMA), and a conv decoder back to pixels. It is pre-trained on its own
+  (`training_loss`, `save`/`load`) and then frozen. Its objective is reconstruction MSE + VQ losses only:
+  the VQ-GAN adversarial and perceptual terms are omitted (no discriminator, no LPIPS network: too costly on
+  a CPU and not needed at 32 px).
+* `MaskedTokenModel` — MAGE's transformer on the tokens, with MAGE's parameter names:
+  encoder = `token_emb` (word + position embeddings + LayerNorm, as MAGE's `BertEmbeddings`), `blocks`,
+  `norm`; decoder = `decoder_embed`, `decoder_pos_embed_learned`, `decoder_blocks`, `decoder_norm`,
+  `mlm_layer`. The sequence is MAGE's: a class token (MAGE's `fake_class_label`) followed by the L image
+  tokens; hidden tokens get the [MASK] id. Vocabulary = K codes + `num_class_tokens` class ids + 1 mask id
+  (MAGE: 1024 + 1000 + 1). The tokenizer is a submodule (`tokenizer.*` in the state dict, so `save_model`
+  keeps it) with requires_grad False, outside `encoder_parameters()`; the constructor takes its arch keywords
+  (codebook_size, code_dim, tokenizer_dim, downsample, beta) and pre-trained weights come in through
+  `from_tokenizer` or `load_tokenizer`.
+
+Weight sharing. MAGE's `MlmLayer` computes logits against `token_emb.word_embeddings.weight` (detached), so
+"encoder-only" tuning of the token embedding also changes what the decoder predicts (REFERENCE.md, official
+code facts). Here `mlm_layer.word_embeddings` is the decoder's own copy: encoder-only training (l2n) leaves
+every decoder tensor bitwise unchanged. `from_official` fills it with a copy of the checkpoint's token
+embedding, so right after loading the function equals MAGE's.
+
+Simplified against MAGE: no token dropping in the encoder (every position is kept; hidden ones carry the
+[MASK] id, which allows a different hidden count per sample), no dropout, no label smoothing, plain
+cross-entropy over the K codes on hidden tokens, decoder fills hidden positions with the class-token output
+(MAGE's `pad_with_cls_token`). The decoding loop follows MAGE's `gen_image` (cosine schedule, Gumbel-noised
+confidence with temperature annealed by (1 - step/steps)) restricted to the hidden tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import DataError
+from .base import I2IModel, read_weights, save_weights
+from .vit import Block, init_linear_and_norm
+
+#: head counts of the published MAGE models (not recoverable from weights)
+OFFICIAL_HEADS = {768: 12, 1024: 16}
+#: MAGE's vocabulary: K codes, 1000 ImageNet class ids, 1 mask id; its fake class label is K + 1100 - 1024
+OFFICIAL_CLASS_TOKENS, OFFICIAL_FAKE_CLASS_OFFSET = 1000, 76
+
+ENCODER_PREFIXES = ("token_emb.", "blocks.", "norm.")
+DECODER_PREFIXES = ("decoder_embed.", "decoder_pos_embed_learned", "decoder_blocks.", "decoder_norm.", "mlm_layer.")
+TOKENIZER_KEYS = ("codebook_size", "code_dim", "tokenizer_dim", "downsample", "beta")
+#: keys of an official MAGE checkpoint that have no counterpart here (ignored by `from_official`)
+OFFICIAL_UNUSED = ("patch_embed.", "cls_token", "pos_embed", "mask_token", "decoder_pos_embed", "decoder_pred.",
+                   "token_emb.position_ids", "vqgan.")
+
+
+# --- tokenizer -----------------------------------------------------------------------------------------
+
+class VQTokenizer(nn.Module):
+    """Conv VQ autoencoder: image [B, C, H, W] <-> tokens [B, (H/downsample)^2] over a K-entry codebook."""
+
+    def __init__(self, image_size: int = 32, in_chans: int = 1, codebook_size: int = 256, code_dim: int = 32,
+                 tokenizer_dim: int = 64, downsample: int = 4, beta: float = 0.25):
+        super().__init__()
+        if downsample < 1 or image_size % downsample:
+            raise ValueError(f"downsample {downsample} must divide image size {image_size}")
+        self.image_size, self.in_chans = image_size, in_chans
+        self.codebook_size, self.downsample, self.beta = codebook_size, downsample, beta
+        self.grid = image_size // downsample
+        self._arch = dict(codebook_size=codebook_size, code_dim=code_dim, tokenizer_dim=tokenizer_dim,
+                          downsample=downsample, beta=beta)
+        d = tokenizer_dim
+        # patch-local encoder: a token depends on its own patch only, so hidden pixels never leak into the
+        # tokens of visible patches (and what lies under a hole does not matter)
+        self.encoder = nn.Sequential(nn.Conv2d(in_chans, d, downsample, stride=downsample), nn.GELU(),
+                                     nn.Conv2d(d, d, 1), nn.GELU(), nn.Conv2d(d, code_dim, 1))
+        self.codebook = nn.Embedding(codebook_size, code_dim)
+        nn.init.uniform_(self.codebook.weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        self.decoder = nn.Sequential(nn.Conv2d(code_dim, d, 3, padding=1), nn.GELU(),
+                                     nn.ConvTranspose2d(d, d, downsample, stride=downsample), nn.GELU(),
+                                     nn.Conv2d(d, d, 3, padding=1), nn.GELU(), nn.Conv2d(d, in_chans, 3, padding=1))
+
+    def arch(self) -> dict[str, Any]:
+        return dict(self._arch)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid * self.grid
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Continuous codes z_e as [B, L, code_dim] (row-major over the token grid), l2-normalised."""
+        return F.normalize(self.encoder(x).flatten(2).transpose(1, 2), dim=-1)
+
+    def codes(self) -> torch.Tensor:
+        """The codebook vectors, l2-normalised like z_e (ViT-VQGAN's normalised codes: no collapse, bounded losses)."""
+        return F.normalize(self.codebook.weight, dim=-1)
+
+    def _nearest(self, z: torch.Tensor) -> torch.Tensor:
+        e = self.codes()
+        dist = z.pow(2).sum(-1, keepdim=True) - 2 * z @ e.t() + e.pow(2).sum(-1)
+        return dist.argmin(dim=-1)
+
+    def _decode(self, zq: torch.Tensor) -> torch.Tensor:
+        b, _, c = zq.shape
+        return self.decoder(zq.transpose(1, 2).reshape(b, c, self.grid, self.grid))
+
+    def tokenize(self, x: torch.Tensor) -> torch.Tensor:
+        """LongTensor [B, L] of codebook indices (no gradient)."""
+        with torch.no_grad():
+            return self._nearest(self._encode(x))
+
+    def detokenize(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._decode(self.codes()[tokens])
+
+    def detokenize_weights(self, weights: torch.Tensor) -> torch.Tensor:
+        """Decode [B, L, K] weights over the codebook (one-hot rows reproduce `detokenize`); differentiable."""
+        return self._decode(weights.to(self.codebook.weight.dtype) @ self.codes())
+
+    def training_loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """VQ-VAE objective: MSE(x, x̂) + ‖sg[z_e] − e‖² + β ‖z_e − sg[e]‖² (no adversarial term)."""
+        z = self._encode(x)
+        e = self.codes()[self._nearest(z.detach())]
+        codebook = F.mse_loss(e, z.detach())
+        commit = F.mse_loss(z, e.detach())
+        zq = z + (e - z).detach()  # straight-through estimator
+        recon = F.mse_loss(self._decode(zq), x)
+        return {"loss": recon + codebook + self.beta * commit, "recon": recon, "codebook": codebook, "commit": commit}
+
+    def save(self, path: str | Path, meta: dict[str, Any] | None = None) -> None:
+        save_weights(self, path, {"kind": "vq_tokenizer", "image_size": self.image_size, "in_chans": self.in_chans,
+                                  "arch": self.arch(), "meta": meta or {}})
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "VQTokenizer":
+        state, sidecar = read_weights(path, map_location)
+        if sidecar.get("kind") != "vq_tokenizer":
+            raise DataError(f"{path} is not a VQ tokenizer (sidecar kind {sidecar.get('kind')!r})")
+        tok = cls(image_size=sidecar["image_size"], in_chans=sidecar["in_chans"], **sidecar["arch"])
+        tok.load_state_dict(state)
+        return tok.to(map_location)
+
+
+# --- MAGE transformer pieces (MAGE's names) ------------------------------------------------------------
+
+class TokenEmbeddings(nn.Module):
+    """MAGE's `BertEmbeddings` without dropout: word + learned position embedding, then LayerNorm."""
+
+    def __init__(self, vocab_size: int, dim: int, max_positions: int):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab_size, dim)
+        self.position_embeddings = nn.Embedding(max_positions, dim)
+        self.LayerNorm = nn.LayerNorm(dim, eps=1e-6)
+        nn.init.normal_(self.word_embeddings.weight, std=0.02)
+        nn.init.normal_(self.position_embeddings.weight, std=0.02)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.word_embeddings(ids) + self.position_embeddings.weight[: ids.shape[1]])
+
+
+class MlmLayer(nn.Module):
+    """MAGE's `MlmLayer` (fc, GELU, ln, bias) with its own output embedding instead of the encoder's."""
+
+    def __init__(self, feat_dim: int, word_dim: int, vocab_size: int):
+        super().__init__()
+        self.fc = nn.Linear(feat_dim, word_dim)
+        self.ln = nn.LayerNorm(word_dim)
+        self.bias = nn.Parameter(torch.zeros(1, 1, vocab_size))
+        self.word_embeddings = nn.Parameter(torch.randn(vocab_size, word_dim) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ln(F.gelu(self.fc(x))) @ self.word_embeddings.t() + self.bias
+
+
+# --- the I2I model -------------------------------------------------------------------------------------
+
+class MaskedTokenModel(I2IModel):
+    """MAGE on a frozen `VQTokenizer`: hidden 4x4 patches -> [MASK] tokens, predicted by the transformer."""
+
+    family = "vqgan"
+    encoder_prefixes = ENCODER_PREFIXES
+
+    def __init__(self, image_size: int = 32, in_chans: int = 1, codebook_size: int = 256, code_dim: int = 32,
+                 tokenizer_dim: int = 64, downsample: int = 4, beta: float = 0.25, embed_dim: int = 128,
+                 depth: int = 4, num_heads: int = 4, decoder_embed_dim: int = 128, decoder_depth: int = 2,
+                 decoder_num_heads: int = 4, mlp_ratio: float = 4.0, num_class_tokens: int = 1,
+                 fake_class_offset: int = 0, steps: int = 8, temperature: float = 4.5):
+        super().__init__()
+        if not 0 <= fake_class_offset < num_class_tokens:
+            raise ValueError(f"fake_class_offset {fake_class_offset} outside 0..{num_class_tokens - 1}")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.image_size, self.in_chans = image_size, in_chans
+        self.mask_granularity = downsample
+        self._arch = dict(codebook_size=codebook_size, code_dim=code_dim, tokenizer_dim=tokenizer_dim,
+                          downsample=downsample, beta=beta, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+                          decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth,
+                          decoder_num_heads=decoder_num_heads, mlp_ratio=mlp_ratio, num_class_tokens=num_class_tokens,
+                          fake_class_offset=fake_class_offset, steps=steps, temperature=temperature)
+        self.steps, self.temperature = steps, temperature
+        self.tokenizer = VQTokenizer(image_size, in_chans, codebook_size, code_dim, tokenizer_dim, downsample, beta)
+        self.tokenizer.requires_grad_(False)
+        self.codebook_size = codebook_size
+        self.num_tokens = self.tokenizer.num_tokens
+        vocab = codebook_size + num_class_tokens + 1
+        self.fake_class_label, self.mask_token_label = codebook_size + fake_class_offset, vocab - 1
+        # encoder
+        self.token_emb = TokenEmbeddings(vocab, embed_dim, self.num_tokens + 1)
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        # decoder
+        self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim)
+        self.decoder_pos_embed_learned = nn.Parameter(torch.zeros(1, self.num_tokens + 1, decoder_embed_dim))
+        self.decoder_blocks = nn.ModuleList(
+            Block(decoder_embed_dim, decoder_num_heads, mlp_ratio) for _ in range(decoder_depth))
+        self.decoder_norm = nn.LayerNorm(decoder_embed_dim, eps=1e-6)
+        self.mlm_layer = MlmLayer(decoder_embed_dim, embed_dim, vocab)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.normal_(self.decoder_pos_embed_learned, std=0.02)
+        init_linear_and_norm(m for name, m in self.named_modules() if not name.startswith("tokenizer"))
+
+    def train(self, mode: bool = True) -> "MaskedTokenModel":
+        super().train(mode)
+        self.tokenizer.eval()  # frozen: always in inference mode
+        return self
+
+    # --- tokenizer ------------------------------------------------------------------------------------
+    @classmethod
+    def from_tokenizer(cls, tokenizer: VQTokenizer, **arch: Any) -> "MaskedTokenModel":
+        """A model around (a copy of the weights of) a pre-trained tokenizer; `arch` = transformer keywords."""
+        model = cls(image_size=tokenizer.image_size, in_chans=tokenizer.in_chans, **tokenizer.arch(), **arch)
+        model.tokenizer.load_state_dict(tokenizer.state_dict())
+        return model
+
+    def load_tokenizer(self, path: str | Path) -> None:
+        """Copy weights saved by `VQTokenizer.save` into the frozen tokenizer; DataError if the arch differs."""
+        tok = VQTokenizer.load(path)
+        want = (self.image_size, self.in_chans, {k: self._arch[k] for k in TOKENIZER_KEYS})
+        got = (tok.image_size, tok.in_chans, tok.arch())
+        if got != want:
+            raise DataError(f"tokenizer {path} has image_size/in_chans/arch {got}, the model needs {want}")
+        self.tokenizer.load_state_dict(tok.state_dict())
+
+    def token_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """[B, L] True where any pixel of the token's patch is hidden."""
+        p = self.mask_granularity
+        return F.max_pool2d(mask.to(torch.float32), p, p).flatten(1) > 0
+
+    # --- transformer ----------------------------------------------------------------------------------
+    def _input_ids(self, tokens: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
+        ids = tokens.masked_fill(tmask, self.mask_token_label)
+        cls = torch.full_like(ids[:, :1], self.fake_class_label)
+        return torch.cat([cls, ids], dim=1)
+
+    def _encoder(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.token_emb(ids)
+        for blk in self.blocks:
+            h = blk(h)
+        return self.norm(h)
+
+    def _decoder(self, latent: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
+        """Logits [B, L, K] over the codebook for every image position."""
+        h = self.decoder_embed(latent)
+        hidden = torch.cat([torch.zeros_like(tmask[:, :1]), tmask], dim=1).unsqueeze(-1)
+        h = torch.where(hidden, h[:, :1].expand_as(h), h)  # MAGE's pad_with_cls_token
+        h = h + self.decoder_pos_embed_learned
+        for blk in self.decoder_blocks:
+            h = blk(h)
+        return self.mlm_layer(self.decoder_norm(h))[:, 1:, : self.codebook_size]
+
+    def logits(self, tokens: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
+        return self._decoder(self._encoder(self._input_ids(tokens, tmask)), tmask)
+
+    # --- I2I interface --------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        tmask = self.token_mask(mask)
+        return self._encoder(self._input_ids(self.tokenizer.tokenize(x), tmask)).flatten(1)
+
+    def training_loss(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        tmask = self.token_mask(mask)
+        if not tmask.any():
+            raise ValueError("the mask hides no token: nothing to predict")
+        tokens = self.tokenizer.tokenize(x)
+        logits = self.logits(tokens, tmask)
+        return F.cross_entropy(logits[tmask].float(), tokens[tmask])
+
+    def output(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One step: argmax tokens at hidden positions, tokenizer's at visible ones, detokenized.
+
+        The forward value is the hard prediction; gradients reach the transformer through a straight-through
+        softmax over the codebook (so output-space baselines can train on it).
+        """
+        tmask = self.token_mask(mask)
+        tokens = self.tokenizer.tokenize(x)
+        probs = self.logits(tokens, tmask).float().softmax(dim=-1)
+        hard = F.one_hot(probs.argmax(dim=-1), self.codebook_size).to(probs.dtype)
+        soft = hard + (probs - probs.detach())  # value exactly `hard`
+        given = F.one_hot(tokens, self.codebook_size).to(probs.dtype)
+        return self.tokenizer.detokenize_weights(torch.where(tmask.unsqueeze(-1), soft, given)).to(x.dtype)
+
+    def generate_tokens(self, x: torch.Tensor, mask: torch.Tensor,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+        """MaskGIT/MAGE iterative decoding of the hidden tokens; visible tokens are kept.
+
+        At step t (ratio r = (t+1)/steps) tokens are sampled for every still-unknown position; each sample's
+        confidence (log-probability, plus Gumbel noise × temperature × (1 − r); known positions +inf) decides
+        which to keep: the floor(n_hidden · cos(π r / 2)) least confident are masked again (at least one token
+        is fixed per step, none is left at the last step). temperature = 0 is greedy and noise-free.
+        Random numbers come from `generator` (CPU) or torch's global generator.
+        """
+        tmask = self.token_mask(mask)
+        tokens = self.tokenizer.tokenize(x)
+        unknown = tmask.clone()
+        n_hidden = tmask.sum(dim=1, keepdim=True)
+        for step in range(self.steps):
+            if not unknown.any():
+                break
+            logp = self.logits(tokens, unknown).float().log_softmax(dim=-1)
+            if self.temperature > 0:
+                u = torch.rand(logp.shape, generator=generator).clamp_min(1e-20).to(logp.device)
+                sampled = (logp - torch.log(-torch.log(u))).argmax(dim=-1)  # Gumbel-max = categorical sample
+            else:
+                sampled = logp.argmax(dim=-1)
+            sampled = torch.where(unknown, sampled, tokens)
+            confidence = logp.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
+            ratio = (step + 1) / self.steps
+            if self.temperature > 0:
+                u = torch.rand(confidence.shape, generator=generator).clamp_min(1e-20).to(confidence.device)
+                confidence = confidence + self.temperature * (1 - ratio) * -torch.log(-torch.log(u))
+            confidence = confidence.masked_fill(~unknown, float("inf"))
+            n_unknown = unknown.sum(dim=1, keepdim=True)
+            remask = torch.floor(n_hidden * math.cos(math.pi / 2 * ratio)).long()
+            remask = torch.minimum(remask, (n_unknown - 1).clamp_min(0)) if step < self.steps - 1 else remask * 0
+            rank = confidence.argsort(dim=1).argsort(dim=1)  # 0 = least confident
+            tokens = sampled
+            unknown = rank < remask
+        return tokens
+
+    def reconstruct(self, x: torch.Tensor, mask: torch.Tensor,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Iterative decoding, detokenized; visible pixels returned as given. Not differentiable (sampling):
+        output-space baselines should use `output` (region "full")."""
+        with torch.no_grad():
+            out = self.tokenizer.detokenize(self.generate_tokens(x, mask, generator))
+        return torch.where(mask, out.to(x.dtype), x)
+
+    # --- official checkpoints ------------------------------------------------------------------------
+    @classmethod
+    def from_official(cls, checkpoint: dict[str, Any], num_heads: int | None = None,
+                      decoder_num_heads: int | None = None, tokenizer: VQTokenizer | None = None,
+                      codebook_size: int | None = None, in_chans: int = 1) -> "MaskedTokenModel":
+        """Build the transformer from a MAGE checkpoint (`{"model": state_dict}` or a bare state dict).
+
+        Mapped one to one: token_emb.word_embeddings.weight, token_emb.position_embeddings.weight,
+        token_emb.LayerNorm.*, blocks.N.*, norm.*, decoder_embed.*, decoder_pos_embed_learned,
+        decoder_blocks.N.*, decoder_norm.*, mlm_layer.fc.*, mlm_layer.ln.*, mlm_layer.bias.
+        Derived: mlm_layer.word_embeddings (absent in MAGE, which reuses the encoder's table) = a copy of
+        token_emb.word_embeddings.weight. Ignored (unused by MAGE's token path or not loadable here):
+        vqgan.* (the taming VQGAN is not this tokenizer), patch_embed.*, cls_token, pos_embed, mask_token,
+        decoder_pos_embed, decoder_pred.*, token_emb.position_ids. The tokenizer comes from `tokenizer`
+        (its codebook size and grid must match the checkpoint) or is freshly built (downsample 4).
+        Any other missing, extra or mis-shaped key raises DataError.
+        """
+        state = checkpoint.get("model", checkpoint)
+        if not isinstance(state, dict):
+            raise DataError("not a MAGE checkpoint: no state dict")
+        required = ["token_emb.word_embeddings.weight", "token_emb.position_embeddings.weight", "norm.weight",
+                    "blocks.0.attn.qkv.weight", "blocks.0.mlp.fc1.weight", "decoder_embed.weight",
+                    "decoder_pos_embed_learned", "decoder_blocks.0.attn.qkv.weight", "mlm_layer.fc.weight"]
+        missing = [k for k in required if k not in state]
+        if missing:
+            raise DataError(f"not a MAGE checkpoint: missing {', '.join(missing)}")
+        vocab, embed_dim = state["token_emb.word_embeddings.weight"].shape
+        num_tokens = state["token_emb.position_embeddings.weight"].shape[0] - 1
+        grid = int(round(num_tokens**0.5))
+        if grid * grid != num_tokens:
+            raise DataError(f"MAGE checkpoint has {num_tokens} token positions, not a square grid")
+        if tokenizer is not None:
+            if codebook_size not in (None, tokenizer.codebook_size):
+                raise DataError(f"codebook_size {codebook_size} != the tokenizer's {tokenizer.codebook_size}")
+            codebook_size = tokenizer.codebook_size
+            if tokenizer.grid != grid:
+                raise DataError(f"tokenizer grid {tokenizer.grid} does not match the checkpoint's {grid}x{grid} tokens")
+        if codebook_size is None:
+            codebook_size = vocab - OFFICIAL_CLASS_TOKENS - 1
+        num_class_tokens = vocab - codebook_size - 1
+        if codebook_size < 1 or num_class_tokens < 1:
+            raise DataError(f"MAGE vocabulary of {vocab} does not fit codebook size {codebook_size} + class + mask ids")
+        offset = OFFICIAL_FAKE_CLASS_OFFSET if num_class_tokens == OFFICIAL_CLASS_TOKENS else 0
+        decoder_embed_dim = state["decoder_embed.weight"].shape[0]
+        tok_arch = tokenizer.arch() if tokenizer is not None else {"codebook_size": codebook_size}
+        downsample = tok_arch.get("downsample", 4)
+        model = cls(image_size=grid * downsample, in_chans=tokenizer.in_chans if tokenizer is not None else in_chans,
+                    **tok_arch, embed_dim=embed_dim,
+                    depth=1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks.")),
+                    num_heads=num_heads or OFFICIAL_HEADS.get(embed_dim, 1), decoder_embed_dim=decoder_embed_dim,
+                    decoder_depth=1 + max(int(k.split(".")[1]) for k in state if k.startswith("decoder_blocks.")),
+                    decoder_num_heads=decoder_num_heads or (16 if decoder_embed_dim % 16 == 0 else 1),
+                    mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim,
+                    num_class_tokens=num_class_tokens, fake_class_offset=offset)
+        if tokenizer is not None:
+            model.tokenizer.load_state_dict(tokenizer.state_dict())
+        mapped = {k: v for k, v in state.items()
+                  if not any(k == u or (u.endswith(".") and k.startswith(u)) for u in OFFICIAL_UNUSED)}
+        mapped["mlm_layer.word_embeddings"] = state["token_emb.word_embeddings.weight"]
+        own = {k for k in model.state_dict() if not k.startswith("tokenizer.")}
+        lacking, extra = sorted(own - set(mapped)), sorted(set(mapped) - own)
+        if lacking or extra:
+            raise DataError(f"MAGE checkpoint does not match the architecture: missing {lacking}, unexpected {extra}")
+        try:
+            model.load_state_dict(mapped, strict=False)
+        except RuntimeError as exc:
+            raise DataError(f"MAGE checkpoint does not match the architecture: {exc}") from None
+        return model
