@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 
 from .atomic import atomic_path
 from .downloads import fetch, file_digest
@@ -35,7 +34,6 @@ FILES = {
     "t10k-labels-idx1-ubyte.gz": ("bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"),
 }
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-MIRRORS = list(torchvision.datasets.FashionMNIST.mirrors)  # the official download, as torchvision knows it
 
 
 def md5sum(path: Path, decompress: bool = False) -> str:
@@ -61,7 +59,14 @@ def _complete(directory: Path | None) -> bool:
     return directory is not None and all((directory / name).is_file() for name in FILES)
 
 
-def acquire(out_dir: str | Path, root: str | None, allow_download: bool, mirrors: list[str] = MIRRORS,
+def official_mirrors() -> list[str]:
+    """The official download locations, as torchvision knows them (imported only when a download is due)."""
+    import torchvision
+
+    return list(torchvision.datasets.FashionMNIST.mirrors)
+
+
+def acquire(out_dir: str | Path, root: str | None, allow_download: bool, mirrors: list[str] | None = None,
             debian_dir: Path = DEBIAN_DIR) -> str:
     """Place the four verified idx.gz files in `out_dir`; return which source they came from."""
     out_dir = Path(out_dir)
@@ -87,7 +92,7 @@ def acquire(out_dir: str | Path, root: str | None, allow_download: bool, mirrors
                 shutil.copyfile(src / name, tmp)
         else:
             errors = []
-            for mirror in mirrors:
+            for mirror in mirrors if mirrors is not None else official_mirrors():
                 try:
                     fetch(mirror + name, dest, timeout=60.0)
                     source = f"download from {mirror}"

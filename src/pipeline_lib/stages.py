@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from . import datasets, evaluate, extractor, noise_targets, paths
+from . import datasets, noise_targets, paths
 from .atomic import atomic_path, write_json
 from .checkpoints import fetch_checkpoint, load_official
 from .config import parse_variant
@@ -93,6 +93,8 @@ def pretrain(params: dict, model: str, data_dir: str, out: str) -> None:
 
 
 def train_extractor(params: dict, data_dir: str, out: str) -> None:
+    from . import extractor  # torch-fidelity loads only in the stages that use it
+
     cfg, codec = params["extractor"], datasets.ImageCodec.from_params(params)
     g = seed_everything(params["seed"])
     device = _device(params)
@@ -120,6 +122,8 @@ def _eval_uint8(params: dict, data_dir: str, split: dict, which: str) -> tuple[t
 
 def reference(params: dict, data_dir: str, splits_path: str, extractor_path: str, out: str) -> None:
     """Ground-truth features of each evaluation set, extracted once for every model's metrics."""
+    from . import evaluate
+
     split = _read_splits(splits_path)
     with atomic_path(out, directory=True) as tmp:
         for which in paths.SETS:
@@ -191,6 +195,8 @@ def generate(params: dict, checkpoint: str, data_dir: str, splits_path: str, tas
 
 
 def metrics(params: dict, recon: str, reference_dir: str, extractor_path: str, checkpoint: str, out: str) -> None:
+    from . import evaluate, extractor
+
     from safetensors.torch import load_file
 
     seed_everything(params["seed"])

@@ -62,7 +62,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from torch import nn
 
 from ..errors import DataError
@@ -110,6 +109,8 @@ class PaletteDiffusion(I2IModel):
         up = ["UpBlock2D"] * n
         if attention:
             down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+        from diffusers import DDPMScheduler, UNet2DModel  # imported on use: diffusers costs seconds to load
+
         self.unet = UNet2DModel(
             sample_size=image_size, in_channels=2 * in_chans + 1, out_channels=in_chans,
             block_out_channels=tuple(block_out_channels), layers_per_block=layers_per_block,
@@ -128,8 +129,10 @@ class PaletteDiffusion(I2IModel):
         return [p for n, p in self.named_parameters() if n.startswith(DECODER_PREFIXES)]
 
     # --- pieces ----------------------------------------------------------------------------------------
-    def sample_scheduler(self) -> DDIMScheduler:
+    def sample_scheduler(self):
         """A fresh DDIM scheduler (η = 0, trailing spacing: the first step starts at t = T − 1)."""
+        from diffusers import DDIMScheduler
+
         a = self._arch
         s = DDIMScheduler(num_train_timesteps=a["train_timesteps"], beta_start=a["beta_start"],
                           beta_end=a["beta_end"], beta_schedule="linear", clip_sample=False,
