@@ -121,6 +121,19 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/"
 
 
+def official_vit_block(prefix: str, dim: int, mlp_ratio: float, r) -> dict[str, torch.Tensor]:
+    """One timm-style transformer block's official key names and shapes (qkv bias), tensors from `r(*shape)`."""
+    hidden = int(dim * mlp_ratio)
+    return {
+        f"{prefix}.norm1.weight": r(dim), f"{prefix}.norm1.bias": r(dim),
+        f"{prefix}.attn.qkv.weight": r(3 * dim, dim), f"{prefix}.attn.qkv.bias": r(3 * dim),
+        f"{prefix}.attn.proj.weight": r(dim, dim), f"{prefix}.attn.proj.bias": r(dim),
+        f"{prefix}.norm2.weight": r(dim), f"{prefix}.norm2.bias": r(dim),
+        f"{prefix}.mlp.fc1.weight": r(hidden, dim), f"{prefix}.mlp.fc1.bias": r(hidden),
+        f"{prefix}.mlp.fc2.weight": r(dim, hidden), f"{prefix}.mlp.fc2.bias": r(dim),
+    }
+
+
 def official_mae_state_dict(embed_dim: int = 32, depth: int = 2, decoder_embed_dim: int = 32, decoder_depth: int = 1,
                             patch_size: int = 4, grid: int = 8, in_chans: int = 1, mlp_ratio: float = 2.0,
                             seed: int = 0) -> dict[str, torch.Tensor]:
@@ -134,15 +147,7 @@ def official_mae_state_dict(embed_dim: int = 32, depth: int = 2, decoder_embed_d
         return torch.randn(*shape, generator=g)
 
     def block(prefix: str, dim: int) -> dict[str, torch.Tensor]:
-        hidden = int(dim * mlp_ratio)
-        return {
-            f"{prefix}.norm1.weight": r(dim), f"{prefix}.norm1.bias": r(dim),
-            f"{prefix}.attn.qkv.weight": r(3 * dim, dim), f"{prefix}.attn.qkv.bias": r(3 * dim),
-            f"{prefix}.attn.proj.weight": r(dim, dim), f"{prefix}.attn.proj.bias": r(dim),
-            f"{prefix}.norm2.weight": r(dim), f"{prefix}.norm2.bias": r(dim),
-            f"{prefix}.mlp.fc1.weight": r(hidden, dim), f"{prefix}.mlp.fc1.bias": r(hidden),
-            f"{prefix}.mlp.fc2.weight": r(dim, hidden), f"{prefix}.mlp.fc2.bias": r(dim),
-        }
+        return official_vit_block(prefix, dim, mlp_ratio, r)
 
     n_tokens = grid * grid + 1
     sd = {

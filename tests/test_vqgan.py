@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import assert_state_dicts_equal, codec, fashion_subset, train_l2n_briefly
+from helpers import assert_state_dicts_equal, codec, fashion_subset, official_vit_block, train_l2n_briefly
 from pipeline_lib import checkpoints, masks, models
 from pipeline_lib.errors import DataError
 from pipeline_lib.models import load_model, save_model
@@ -214,15 +214,7 @@ def official_mage_state_dict(embed_dim: int = 32, depth: int = 2, decoder_embed_
         return torch.randn(*shape, generator=g)
 
     def block(prefix: str, dim: int) -> dict[str, torch.Tensor]:
-        hidden = int(dim * mlp_ratio)
-        return {
-            f"{prefix}.norm1.weight": r(dim), f"{prefix}.norm1.bias": r(dim),
-            f"{prefix}.attn.qkv.weight": r(3 * dim, dim), f"{prefix}.attn.qkv.bias": r(3 * dim),
-            f"{prefix}.attn.proj.weight": r(dim, dim), f"{prefix}.attn.proj.bias": r(dim),
-            f"{prefix}.norm2.weight": r(dim), f"{prefix}.norm2.bias": r(dim),
-            f"{prefix}.mlp.fc1.weight": r(hidden, dim), f"{prefix}.mlp.fc1.bias": r(hidden),
-            f"{prefix}.mlp.fc2.weight": r(dim, hidden), f"{prefix}.mlp.fc2.bias": r(dim),
-        }
+        return official_vit_block(prefix, dim, mlp_ratio, r)
 
     vocab, n = codebook_size + 1000 + 1, grid * grid + 1
     sd = {
