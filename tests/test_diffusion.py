@@ -206,3 +206,21 @@ def test_bad_arch_is_rejected():
         tiny(encode_timestep=1000)
     with pytest.raises(ValueError, match="divisible"):
         PaletteDiffusion(image_size=30, block_out_channels=[8, 8, 8], norm_num_groups=8)
+
+
+def test_l2n_forget_target_keeps_the_forget_images_condition():
+    """Paper 1 Eq. C.25: the teacher sees noise n as the noisy target, conditioned on T(x_f), not T(n)."""
+    from pipeline_lib.methods import build_method
+
+    model = tiny(seed=3)
+    x = real_images(4)
+    mask = masks.center_mask(4, 32, 16)
+    n = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    objective = build_method("l2n", model, None, alpha=1.0, norm="l2")
+    batch = {"x_r": x, "x_f": x, "mask_r": mask, "mask_f": mask, "noise": n}
+    forget = objective.loss(batch)["forget"]
+    with torch.no_grad():
+        expected = (model.encode(x, mask) - objective.teacher.encode_input(n, x, mask)).flatten(1).norm(dim=1).mean()
+        literal = (model.encode(x, mask) - objective.teacher.encode(n, mask)).flatten(1).norm(dim=1).mean()
+    assert forget.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert abs(forget.item() - literal.item()) > 1e-3

@@ -25,7 +25,7 @@ class L2N(UnlearningMethod):
     def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             target_r = self.teacher.encode(batch["x_r"], batch["mask_r"])
-            target_f = self.teacher.encode(batch["noise"], batch["mask_f"])
+            target_f = self.teacher.encode_noise_target(batch["noise"], batch["x_f"], batch["mask_f"])
         retain = distance(self.model.encode(batch["x_r"], batch["mask_r"]), target_r, self.norm)
         forget = distance(self.model.encode(batch["x_f"], batch["mask_f"]), target_f, self.norm)
         return {"loss": retain + self.alpha * forget, "retain": retain, "forget": forget}

@@ -41,6 +41,14 @@ class I2IModel(nn.Module):
         """Encoder features of the partial input, flattened to [B, D]: what l2n matches."""
         raise NotImplementedError
 
+    def encode_noise_target(self, noise: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """l2n's forget target E_θ0(T(n)) for the forget images `x` (paper 1, Eq. 10).
+
+        By default the noise simply replaces the image; families whose encoder also sees a condition
+        (diffusion, Eq. C.25) keep the forget image's condition and put the noise where the image goes.
+        """
+        return self.encode(noise, mask)
+
     def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The full image; pixels outside the mask are returned as given."""
         raise NotImplementedError

@@ -200,6 +200,10 @@ class PaletteDiffusion(I2IModel):
         """E(T(x), x̃_t, t) with x̃_t = `noisy_target(x, t, noise)`; deterministic defaults (see module doc)."""
         return self.encode_input(self.noisy_target(x, t, noise), x, mask, t)
 
+    def encode_noise_target(self, noise: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Eq. C.25: the noise n replaces the noisy target x̃_f, with the forget image's condition T(x_f)."""
+        return self.encode_input(noise, x, mask)
+
     def training_loss(self, x: torch.Tensor, mask: torch.Tensor,
                       generator: torch.Generator | None = None) -> torch.Tensor:
         """Eq. C.24: ‖ε̂(T(x), x̃_t, t) − γ‖² averaged over the hidden pixels, t ~ U{0..T−1}, γ ~ N(0, I)."""
