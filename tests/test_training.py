@@ -208,8 +208,15 @@ def test_build_optimizer():
     assert group["lr"] == 0.5 and group["betas"] == (0.8, 0.9) and group["weight_decay"] == 0.1
     adam = trainer.build_optimizer(p, {"name": "adam", "lr": 0.01})
     assert type(adam) is torch.optim.Adam and adam.param_groups[0]["weight_decay"] == 0.0
+    sgd = trainer.build_optimizer(p, {"name": "sgd", "lr": 0.1})
+    assert type(sgd) is torch.optim.SGD and sgd.param_groups[0]["momentum"] == 0
+    p[0].grad = torch.tensor([2.0])
+    sgd.step()
+    assert p[0].item() == pytest.approx(-0.2)  # a plain gradient step: θ − lr·∇
+    with pytest.raises(ValueError, match="no betas"):
+        trainer.build_optimizer(p, {"name": "sgd", "lr": 0.1, "betas": [0.9, 0.99]})
     with pytest.raises(ValueError):
-        trainer.build_optimizer(p, {"name": "sgd", "lr": 0.1})
+        trainer.build_optimizer(p, {"name": "lbfgs", "lr": 0.1})
 
 
 # --- loaders -------------------------------------------------------------------------------------------------

@@ -42,6 +42,10 @@ def build_optimizer(params: list[nn.Parameter], cfg: dict[str, Any]) -> torch.op
         return torch.optim.AdamW(params, **kwargs)
     if cfg["name"] == "adam":
         return torch.optim.Adam(params, **kwargs)
+    if cfg["name"] == "sgd":  # plain gradient steps, as the controllable method's Algorithm 1 takes them
+        if "betas" in kwargs:
+            raise ValueError("optimizer 'sgd' takes no betas")
+        return torch.optim.SGD(params, **kwargs)
     raise ValueError(f"unknown optimizer '{cfg['name']}'")
 
 
