@@ -81,7 +81,7 @@ def _set(params: dict, dotted: str, value) -> None:
         ("data.image_size", 32.5, "'data.image_size'"),                     # wrong type
         ("data.std", 0, "'data.std'"),
         ("unlearn.norm", "l1", "'unlearn.norm'"),
-        ("unlearn.training.optimizer.name", "sgd", "'unlearn.training.optimizer.name'"),
+        ("unlearn.training.optimizer.name", "rmsprop", "'unlearn.training.optimizer.name'"),
         ("model.mae.arch.depth", 0, "'model.mae.arch.depth'"),
         ("runtime.amp", "yes", "'runtime.amp'"),
         ("methods.l2n.alpha", [], "'methods.l2n.alpha'"),
