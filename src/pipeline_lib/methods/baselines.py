@@ -30,7 +30,16 @@ from .base import REGIONS, UnlearningMethod, distance, model_output, output_dist
 
 
 class OutputSpaceBaseline(UnlearningMethod):
-    """Shared part of the output-space baselines: whole-model training and the reconstruction distance."""
+    """Shared part of the output-space baselines: whole-model training and the reconstruction distance.
+
+    loss = d(h(T(x_r)), x_r) + forget_sign · α · d(h(T(x_f)), batch[forget_target]); the subclasses only
+    choose the forget target and the sign.
+    """
+
+    #: batch key of the image the forget reconstructions are compared with
+    forget_target = ""
+    #: +1 pulls forget reconstructions toward the target, −1 pushes them away (Max Loss)
+    forget_sign = 1.0
 
     def __init__(self, model: I2IModel, teacher: I2IModel | None = None, alpha: float = 0.25, norm: str = "l2",
                  region: str = "hidden"):
@@ -50,6 +59,11 @@ class OutputSpaceBaseline(UnlearningMethod):
         """The unmodified training loss on the retain set: reconstruct x_r from T(x_r)."""
         return self.recon_distance(batch["x_r"], batch["mask_r"], batch["x_r"])
 
+    def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        retain = self.retain_loss(batch)
+        forget = self.recon_distance(batch["x_f"], batch["mask_f"], batch[self.forget_target])
+        return {"loss": retain + self.forget_sign * self.alpha * forget, "retain": retain, "forget": forget}
+
 
 class MaxLoss(OutputSpaceBaseline):
     """Eq. C.28: ‖h(T(x_r)) − x_r‖ − α ‖h(T(x_f)) − x_f‖ (maximise the training loss on the forget set).
@@ -58,22 +72,15 @@ class MaxLoss(OutputSpaceBaseline):
     """
 
     name = "max_loss"
-
-    def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        retain = self.retain_loss(batch)
-        forget = self.recon_distance(batch["x_f"], batch["mask_f"], batch["x_f"])
-        return {"loss": retain - self.alpha * forget, "retain": retain, "forget": forget}
+    forget_target = "x_f"
+    forget_sign = -1.0
 
 
 class NoisyLabel(OutputSpaceBaseline):
     """Eq. C.34: ‖h(T(x_r)) − x_r‖ + α ‖h(T(x_f)) − n‖, n the batch's Gaussian noise (the forget "label")."""
 
     name = "noisy_label"
-
-    def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        retain = self.retain_loss(batch)
-        forget = self.recon_distance(batch["x_f"], batch["mask_f"], batch["noise"])
-        return {"loss": retain + self.alpha * forget, "retain": retain, "forget": forget}
+    forget_target = "noise"
 
 
 class RetainLabel(OutputSpaceBaseline):
@@ -85,11 +92,7 @@ class RetainLabel(OutputSpaceBaseline):
     """
 
     name = "retain_label"
-
-    def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        retain = self.retain_loss(batch)
-        forget = self.recon_distance(batch["x_f"], batch["mask_f"], batch["x_r"])
-        return {"loss": retain + self.alpha * forget, "retain": retain, "forget": forget}
+    forget_target = "x_r"
 
 
 class RandomEncoder(UnlearningMethod):
