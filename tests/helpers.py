@@ -207,3 +207,33 @@ def train_l2n_briefly(model, steps: int = 3, batch: int = 8, ratio: float = 0.75
     stats = trainer.fit(objective, loader, training, torch.device("cpu"))
     assert stats["steps"] == steps
     return objective, before, teacher_before, model.state_dict()
+
+
+PROJECT_FILES = ["Snakefile", "dvc.yaml", "workflow", "profiles", "src", "pyproject.toml", ".gitignore", "presets"]
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    """Run a command in `cwd`; fail the test with its output's tail when it fails."""
+    import subprocess
+
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-4000:]}"
+    return out
+
+
+def make_project(root: Path, preset: str = "presets/smoke.yaml", dvc_yaml: bool = True) -> Path:
+    """A copy of the project with `preset` as its params.yaml (and, by default, dvc.yaml written for it)."""
+    import shutil
+
+    root.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        src = REPO_ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(src, root / name)
+    shutil.copy(REPO_ROOT / preset, root / "params.yaml")
+    if dvc_yaml:
+        run(["python", "-m", "pipeline_lib", "dvc-yaml"], root)
+    return root

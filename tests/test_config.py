@@ -276,10 +276,63 @@ def test_variant_names_round_trip():
 def test_unlearn_runs_cover_the_grid():
     params = base_params()
     params["methods"]["l2n"] = {"alpha": [0.1, 0.25], "noise": ["identity", "uniform"]}
+    params["models"] = ["mae"]
     runs = config.unlearn_runs(params)
     assert [r["variant"] for r in runs] == ["alpha-0.1_noise-identity", "alpha-0.1_noise-uniform",
                                             "alpha-0.25_noise-identity", "alpha-0.25_noise-uniform"]
-    assert {r["model"] for r in runs} == set(params["models"])
+    params["models"] = ["mae", "vqgan", "diffusion"]
+    runs = config.unlearn_runs(params)
+    assert len(runs) == 12 and [r["model"] for r in runs[::4]] == ["mae", "vqgan", "diffusion"]
+
+
+def test_controllable_runs_expand_into_phase_one_and_two():
+    params = base_params()
+    params["models"] = ["mae"]
+    params["methods"] = {"controllable": {"alpha": [1.0], "eps": [0.25, 0.75]}, "retrain": {}}
+    runs = config.unlearn_runs(params)
+    assert [r["variant"] for r in runs] == ["alpha-1.0_psi-highest", "alpha-1.0_psi-lowest",
+                                            "alpha-1.0_psi-epsilon_eps-0.25", "alpha-1.0_psi-epsilon_eps-0.75"]
+    assert config.phase_one_anchors(runs[2]) == ["alpha-1.0_psi-highest", "alpha-1.0_psi-lowest"]
+    assert config.phase_one_anchors(runs[0]) == []
+    # retrain is a reference model, not an unlearning run, but it is evaluated
+    from pipeline_lib import paths
+
+    assert ("mae", "retrain", "base") in paths.evaluated_models(params)
+    assert config.parse_variant("base") == {}
+
+
+def test_variant_axes_parse_back_with_their_types():
+    point = {"alpha": 0.6, "noise": "batch_stats", "sigma": 0.5, "gamma": 1.0, "retain": "proxy"}
+    name = config.variant_name(point)
+    assert name == "alpha-0.6_noise-batch_stats_sigma-0.5_gamma-1.0_retain-proxy"
+    assert config.parse_variant(name) == point
+
+
+def test_method_options_are_checked_against_the_method():
+    params = base_params()
+    params["methods"]["ebu"] = {"alpha": [0.6], "sigma": [0.5], "gamma": [1.0], "options": {"regoin": "full"}}
+    _raises_naming(params, "'methods.ebu.options.regoin'", "region")
+    params["methods"]["ebu"]["options"] = {"sigma": 0.3}  # a grid axis, not an option
+    _raises_naming(params, "'methods.ebu.options.sigma'")
+    params["methods"]["ebu"]["options"] = {"region": "full"}
+    config.validate_params(params)
+
+
+def test_limited_retain_needs_its_size():
+    params = base_params()
+    params["methods"]["l2n"]["retain"] = ["real", "limited"]
+    _raises_naming(params, "'unlearn.limited_per_class'")
+    params["unlearn"]["limited_per_class"] = 10
+    config.validate_params(params)
+
+
+def test_unknown_method_and_family_are_schema_errors():
+    params = base_params()
+    params["methods"]["l2m"] = {"alpha": [0.25]}
+    _raises_naming(params, "l2m")
+    params = base_params()
+    params["models"] = ["mae", "gan"]
+    _raises_naming(params, "'models[1]'")
 
 
 # --- the CLI -------------------------------------------------------------------------------------------------

@@ -5,37 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["Snakefile", "dvc.yaml", "workflow", "profiles", "src", "pyproject.toml", ".gitignore"]
+from helpers import make_project, run
+
 ALPHA_FED = {"unlearn", "generate", "metrics", "aggregate"}
 
 pytestmark = pytest.mark.engine
-
-
-def run(cmd: list[str], cwd: Path) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-4000:]}"
-    return out
-
-
-def make_project(root: Path, preset: str = "presets/smoke.yaml") -> Path:
-    root.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy(src, root / name)
-    shutil.copy(REPO / preset, root / "params.yaml")
-    return root
 
 
 def init_dvc_repo(root: Path) -> None:
@@ -100,20 +80,42 @@ def engines(tmp_path_factory):
     return {"smk": smk, "smk_log": smk_log, "dvc": dvc, "dvc_log": dvc_log}
 
 
-def test_default_params_give_both_engines_the_same_commands(tmp_path):
-    """The default experiment, planned (not run) by both engines: the same set of stage commands."""
-    root = make_project(tmp_path / "default", preset="params.yaml")
+@pytest.mark.parametrize("preset, jobs", [
+    # data, splits, tokenizer, 3 pretrain, extractor, reference, noise, 3 unlearn, 6 generate, 6 metrics, aggregate
+    ("params.yaml", 25),
+    # + 48 unlearn runs (Phase II after Phase I), 3 retrain, 54 generate and 54 metrics
+    ("presets/full.yaml", 169),
+])
+def test_planned_runs_give_both_engines_the_same_commands(tmp_path, preset, jobs):
+    """The default experiment and the full preset, planned (not run) by both engines: the same commands."""
+    root = make_project(tmp_path / "project", preset=preset)
     planned = run(["snakemake", "--profile", "profiles/local", "-n", "--forceall"], root)
     init_dvc_repo(root)
     dry = run(["dvc", "repro", "--dry", "--force"], root)
     dvc_cmds = {" ".join(line[2:].split()) for line in dry.splitlines() if line.startswith("> python -m pipeline_lib")}
     assert snakemake_commands(planned) == dvc_cmds
-    assert len(dvc_cmds) == 12  # data, splits, pretrain, extractor, reference, noise, unlearn, 2 generate, 2 metrics, aggregate
+    assert len(dvc_cmds) == jobs
+    if preset == "presets/full.yaml":  # Phase II runs after, and reads, both Phase I runs
+        phase_two = [c for c in dvc_cmds if "psi-epsilon_eps-0.5 " in c and " unlearn " in c and "--model vqgan" in c]
+        assert len(phase_two) == 1 and "psi-highest/model.safetensors" in phase_two[0]
+        assert "psi-lowest/model.safetensors" in phase_two[0]
+        order = [line for line in dry.splitlines() if line.startswith("Running stage 'unlearn-vqgan-controllable")]
+        assert "psi-epsilon" in order[-1] and "psi-epsilon" not in order[0]
+
+
+def test_committed_dvc_yaml_matches_params():
+    """dvc.yaml is written from params.yaml; the committed pair must agree."""
+    from pipeline_lib.config import load_params
+    from pipeline_lib.dvc_stages import render
+
+    repo = Path(__file__).resolve().parents[1]
+    assert (repo / "dvc.yaml").read_text() == render(load_params(repo / "params.yaml")), \
+        "dvc.yaml is stale: run `python -m pipeline_lib dvc-yaml`"
 
 
 def test_both_engines_run_the_same_commands(engines):
     smk_cmds = snakemake_commands(engines["smk_log"])
-    assert len(smk_cmds) == 16  # smoke: 2 noise targets, so 2 unlearn runs, 3 generate and 3 metrics
+    assert len(smk_cmds) == 35  # smoke: 3 families x 2 noise targets: 6 unlearn runs, 9 generate and 9 metrics
     assert smk_cmds == dvc_commands(engines["dvc"])
 
 
@@ -125,7 +127,7 @@ def test_both_engines_produce_the_same_outputs_and_scores(engines):
     ablation = (smk / "results/fashion_mnist/report/table_noise_center.csv").read_text()
     assert "lowrank" in ablation and "identity" in ablation
     smk_scores, dvc_scores = scores(smk), scores(dvc)
-    assert len(smk_scores) == 3
+    assert len(smk_scores) == 9
     assert smk_scores == dvc_scores  # deterministic CPU results: identical numbers from both engines
 
 
@@ -134,7 +136,7 @@ def test_snakemake_benchmarks_give_a_timing_table(engines):
 
     table = timing_table(engines["smk"] / "benchmarks")
     stages = set(table["stage"])
-    assert stages == {"data", "splits", "pretrain", "extractor", "reference", "noise", "unlearn", "generate",
+    assert stages == {"data", "splits", "pretrain_part", "pretrain", "extractor", "reference", "noise", "unlearn", "generate",
                       "metrics", "aggregate", "total"}
     assert (table["wall s"] > 0).all()
 
@@ -155,6 +157,10 @@ def test_changing_alpha_reruns_only_what_alpha_feeds(engines):
     assert (smk / "results/fashion_mnist/metrics/mae/l2n/alpha-0.5_noise-lowrank/center.json").is_file()
 
     set_alpha(dvc, 0.5)
+    # dvc.yaml still names the old grid point: the report stage fails, saying how to fix it
+    stale = subprocess.run(["dvc", "repro"], cwd=dvc, capture_output=True, text=True)
+    assert stale.returncode != 0 and "python -m pipeline_lib dvc-yaml" in stale.stdout + stale.stderr
+    run(["python", "-m", "pipeline_lib", "dvc-yaml"], dvc)
     log = run(["dvc", "repro"], dvc)
     assert dvc_ran(log) == ALPHA_FED
     assert (dvc / "results/fashion_mnist/metrics/mae/l2n/alpha-0.5_noise-lowrank/center.json").is_file()

@@ -6,12 +6,22 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from helpers import make_project
+
 REPO = Path(__file__).resolve().parents[1]
-MODEL_RULES = {"pretrain", "extractor", "unlearn", "generate"}
+MODEL_RULES = {"pretrain_part", "pretrain", "retrain", "extractor", "unlearn", "generate"}
 
 
-def planned_resources(profile: str) -> dict[str, str]:
-    proc = subprocess.run(["snakemake", "--profile", profile, "-n", "--forceall"], cwd=REPO,
+@pytest.fixture(scope="module")
+def full_project(tmp_path_factory) -> Path:
+    """The full preset (every model stage kind appears in it), as a project's params.yaml."""
+    return make_project(tmp_path_factory.mktemp("profiles") / "full", preset="presets/full.yaml", dvc_yaml=False)
+
+
+def planned_resources(root: Path, profile: str) -> dict[str, str]:
+    proc = subprocess.run(["snakemake", "--profile", profile, "-n", "--forceall"], cwd=root,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = {}
@@ -23,8 +33,8 @@ def planned_resources(profile: str) -> dict[str, str]:
     return out
 
 
-def test_slurm_profile_requests_gpus_for_model_stages_only():
-    resources = planned_resources("profiles/slurm")
+def test_slurm_profile_requests_gpus_for_model_stages_only(full_project):
+    resources = planned_resources(full_project, "profiles/slurm")
     assert MODEL_RULES <= set(resources)
     for rule, res in resources.items():
         if rule in MODEL_RULES:
@@ -34,9 +44,9 @@ def test_slurm_profile_requests_gpus_for_model_stages_only():
         assert "slurm_account=" in res and "runtime=" in res and "mem_mb=" in res
 
 
-def test_local_profile_caps_gpu_jobs():
+def test_local_profile_caps_gpu_jobs(full_project):
     import yaml
 
     profile = yaml.safe_load((REPO / "profiles/local/config.yaml").read_text())
     assert profile["resources"]["gpu"] == 1
-    assert MODEL_RULES <= set(planned_resources("profiles/local"))
+    assert MODEL_RULES <= set(planned_resources(full_project, "profiles/local"))

@@ -16,17 +16,21 @@ from .runtime import configure_threads, setup_logging
 
 LOG = logging.getLogger("pipeline_lib")
 
+#: stage -> (function, arguments); "name?" is optional, "name*" takes one or more paths
 STAGES = {
     "data": (stages.data, ["out"]),
     "splits": (stages.splits, ["data_dir", "out"]),
-    "pretrain": (stages.pretrain, ["model", "data_dir", "out"]),
+    "pretrain-part": (stages.pretrain_part, ["model", "part", "data_dir", "out"]),
+    "pretrain": (stages.pretrain, ["model", "data_dir", "tokenizer?", "out"]),
+    "retrain": (stages.retrain, ["model", "data_dir", "splits", "tokenizer?", "out"]),
     "extractor": (stages.train_extractor, ["data_dir", "out"]),
     "reference": (stages.reference, ["data_dir", "splits", "extractor", "out"]),
     "noise": (stages.noise, ["kind", "data_dir", "splits", "out"]),
-    "unlearn": (stages.unlearn, ["model", "method", "variant", "original", "data_dir", "splits", "noise", "out"]),
+    "unlearn": (stages.unlearn, ["model", "method", "variant", "original", "data_dir", "splits", "noise", "anchors*", "out"]),
     "generate": (stages.generate, ["checkpoint", "data_dir", "splits", "task", "out"]),
     "metrics": (stages.metrics, ["recon", "reference", "extractor", "checkpoint", "out"]),
     "aggregate": (stages.aggregate, ["out"]),
+    "dvc-yaml": (stages.dvc_yaml, ["out?"]),
 }
 
 
@@ -38,8 +42,12 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--params", default="params.yaml")
         sp.add_argument("--log", default=None, help="also write everything this stage prints here")
         for arg in args:
-            flag = "--" + arg.replace("_", "-")
-            sp.add_argument(flag, dest=arg, required=True)
+            name = arg.rstrip("?*")
+            flag = "--" + name.replace("_", "-")
+            if arg.endswith("*"):
+                sp.add_argument(flag, dest=name, nargs="+", default=None)
+            else:
+                sp.add_argument(flag, dest=name, required=not arg.endswith("?"), default=None)
     return p
 
 
@@ -50,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(ns.params)
         threads = configure_threads(params["runtime"].get("threads"))
-        kwargs = {a: getattr(ns, a) for a in args}
+        kwargs = {a.rstrip("?*"): getattr(ns, a.rstrip("?*")) for a in args}
         # the functions name the split file and reference directory by role
         rename = {"splits": "splits_path", "extractor": "extractor_path", "reference": "reference_dir"}
         kwargs = {rename.get(k, k): v for k, v in kwargs.items()}

@@ -45,10 +45,28 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
             raise ParamsError(f"params key 'tasks' lists '{name}' but 'task.{name}' is not defined")
     for where, spec in [*((f"task.{k}", v) for k, v in params["task"].items()), ("unlearn.mask", params["unlearn"]["mask"])]:
         _check_mask(where, spec, params["data"]["image_size"])
+    _check_methods(params)
     from .splits import resolve_classes
 
     resolve_classes(params)  # overlapping, unknown or empty class lists fail here
     return params
+
+
+def _check_methods(params: dict[str, Any]) -> None:
+    from .methods import option_names
+
+    for method, grid in params["methods"].items():
+        if method in REFERENCE_METHODS:
+            continue
+        axes = {"sigma", "gamma", "psi", "epsilon"}  # set by the grid, not by options
+        allowed = set(option_names(method)) - axes
+        for key in grid.get("options", {}):
+            if key not in allowed:
+                raise ParamsError(f"params key 'methods.{method}.options.{key}': {method} takes no option '{key}'"
+                                  f" (it takes: {', '.join(sorted(allowed)) or 'none'})")
+        if "limited" in grid.get("retain", []) and "limited_per_class" not in params["unlearn"]:
+            raise ParamsError(f"params key 'methods.{method}.retain' asks for 'limited' but "
+                              "'unlearn.limited_per_class' is not set")
 
 
 def _check_mask(where: str, spec: dict, image_size: int) -> None:
@@ -73,8 +91,13 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     return validate_params(params)
 
 
-#: grid axes a method may have, in the order they appear in a variant name
-GRID_AXES = ("alpha", "noise")
+#: grid axes a method may have, in the order they appear in a variant name. `psi`/`eps` are the controllable
+#: method's phases (highest | lowest | epsilon, and the ε fraction); `retain` the retain set it sees.
+GRID_AXES = ("alpha", "noise", "sigma", "gamma", "psi", "eps", "retain")
+FLOAT_AXES = ("alpha", "sigma", "gamma", "eps")
+#: methods whose model is trained from scratch (the pre-training recipe), not unlearned from the original
+REFERENCE_METHODS = ("retrain",)
+PHASE_I = ("highest", "lowest")
 
 
 def variant_name(point: dict[str, Any]) -> str:
@@ -82,10 +105,12 @@ def variant_name(point: dict[str, Any]) -> str:
 
     Values are rendered with `str`, which is how DVC renders them in dvc.yaml templates.
     """
-    return "_".join(f"{axis}-{point[axis]}" for axis in GRID_AXES if axis in point)
+    return "_".join(f"{axis}-{point[axis]}" for axis in GRID_AXES if axis in point) or "base"
 
 
 def parse_variant(variant: str) -> dict[str, Any]:
+    if variant == "base":
+        return {}
     point: dict[str, Any] = {}
     # split only before an axis name, so values may contain "_" (noise-batch_stats)
     for part in re.split(r"_(?=(?:%s)-)" % "|".join(GRID_AXES), variant):
@@ -93,17 +118,53 @@ def parse_variant(variant: str) -> dict[str, Any]:
         if axis not in GRID_AXES or not value:
             raise ParamsError(f"unknown variant '{variant}': expected parts like "
                               + "_".join(f"{a}-<value>" for a in GRID_AXES))
-        point[axis] = float(value) if axis == "alpha" else value
+        point[axis] = float(value) if axis in FLOAT_AXES else value
     return point
 
 
+def _grid_points(grid: dict[str, Any]) -> list[dict[str, Any]]:
+    axes = [a for a in GRID_AXES if a in grid and a != "eps"]
+    return [dict(zip(axes, values)) for values in itertools.product(*(grid[a] for a in axes))]
+
+
+def method_points(method: str, grid: dict[str, Any]) -> list[dict[str, Any]]:
+    """Grid points of one method. The controllable method expands each point into its Phase I boundary
+    runs (psi highest, lowest) and one Phase II run per ε fraction, in that order."""
+    points = _grid_points(grid)
+    if method != "controllable":
+        return points
+    out = []
+    for base in points:
+        out += [{**base, "psi": psi} for psi in PHASE_I]
+        out += [{**base, "psi": "epsilon", "eps": frac} for frac in grid.get("eps", [])]
+    return out
+
+
+def phase_one_anchors(point: dict[str, Any]) -> list[str]:
+    """Variants of the two Phase I runs a Phase II (psi epsilon) run takes its ε range from."""
+    if point.get("psi") != "epsilon":
+        return []
+    base = {k: v for k, v in point.items() if k not in ("psi", "eps")}
+    return [variant_name({**base, "psi": psi}) for psi in PHASE_I]
+
+
 def unlearn_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every (model, method, grid point) the experiment trains, in a stable order."""
+    """Every (model, method, grid point) the experiment unlearns, in a stable order (not the references)."""
     runs = []
     for model in params["models"]:
         for method, grid in params["methods"].items():
-            axes = [a for a in GRID_AXES if a in grid]
-            for values in itertools.product(*(grid[a] for a in axes)):
-                point = dict(zip(axes, values))
+            if method in REFERENCE_METHODS:
+                continue
+            for point in method_points(method, grid):
                 runs.append({"model": model, "method": method, "variant": variant_name(point), **point})
     return runs
+
+
+def training_keys(params: dict[str, Any], model: str) -> dict[str, Any]:
+    """The settings of `model` that its (re)training reads: generation-time `sampling` is left out."""
+    return {k: v for k, v in params["model"][model].items() if k != "sampling"}
+
+
+def method_settings(params: dict[str, Any], method: str) -> dict[str, Any]:
+    """A method's fixed settings (training override, options): what all its runs read besides the grid."""
+    return {k: v for k, v in params["methods"][method].items() if k in ("training", "options")}

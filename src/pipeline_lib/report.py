@@ -1,4 +1,5 @@
-"""Paper 1 Table 1 in miniature: one row per model and method, FID / IS / cosine for retain (R) and forget (F).
+"""The report: paper 1 Table 1 in miniature (FID / IS / cosine for retain (R) and forget (F)), the ablation
+tables and figures of `plots`, and image grids.
 
 Only the runs params.yaml asks for are read, so results of a grid point that was removed never leak into
 the table; a missing metrics file is an error, not a shorter table.
@@ -17,7 +18,7 @@ from .atomic import atomic_path, write_text
 from .config import GRID_AXES, parse_variant
 from .errors import DataError
 
-COLUMNS = [("fid", "FID"), ("is", "IS"), ("cosine", "Cosine"), ("accuracy", "Acc")]
+COLUMNS = [("fid", "FID"), ("is", "IS"), ("cosine", "Cosine"), ("accuracy", "Acc"), ("kid", "KID")]
 
 
 def collect(params: dict[str, Any], task: str) -> pd.DataFrame:
@@ -25,16 +26,19 @@ def collect(params: dict[str, Any], task: str) -> pd.DataFrame:
     for model, method, variant in paths.evaluated_models(params):
         path = Path(paths.metrics_file(ds, model, method, variant, task))
         if not path.is_file():
-            raise DataError(f"metrics file {path} is missing: run the metrics stage for it")
+            raise DataError(f"metrics file {path} is missing: run the metrics stage for it (with DVC, "
+                            "regenerate dvc.yaml after changing the runs: python -m pipeline_lib dvc-yaml)")
         m = json.loads(path.read_text())
         row = {"model": model, "method": method, "variant": "" if method == "original" else variant}
         row.update({axis: "" for axis in GRID_AXES})
         if method != "original":
             row.update(parse_variant(variant))
         for key, label in COLUMNS:
-            row[f"{label} R"] = m["retain"][key]
-            row[f"{label} F"] = m["forget"][key]
+            row[f"{label} R"] = m["retain"].get(key, float("nan"))
+            row[f"{label} F"] = m["forget"].get(key, float("nan"))
         row["train s"] = m.get("training", {}).get("wall_time_s")
+        objectives = m.get("objectives", {})
+        row["f1"], row["f2"] = objectives.get("forget", float("nan")), objectives.get("retain", float("nan"))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -46,6 +50,18 @@ def noise_ablation(df: pd.DataFrame) -> pd.DataFrame:
     keep = ["model", "alpha", "noise"] + [c for c in df.columns if c.endswith((" R", " F"))]
     out = pd.concat([original, l2n])[keep].sort_values(["model", "alpha"], key=lambda c: c.astype(str), kind="stable")
     return out.reset_index(drop=True)
+
+
+def methods_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Paper 1 Table 1's layout: one row per method (and grid point), the model families side by side."""
+    keep = [f"{m} {w}" for m in ("FID", "IS", "Cosine") for w in ("R", "F")]
+    models = list(dict.fromkeys(df["model"]))
+    rows = list(dict.fromkeys(zip(df["method"], df["variant"])))
+    wide = df.set_index(["method", "variant", "model"])[keep].unstack("model")
+    wide = wide.reindex(index=pd.MultiIndex.from_tuples(rows, names=["method", "variant"]),
+                        columns=[(c, m) for m in models for c in keep])
+    wide.columns = [f"{m} {c}" for c, m in wide.columns]
+    return wide.reset_index()
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -88,14 +104,26 @@ def image_grid(params: dict[str, Any], task: str, out: Path, per_set: int) -> No
     plt.close(fig)
 
 
+def _write_table(df: pd.DataFrame, tmp: Path, name: str) -> None:
+    df.to_csv(tmp / f"{name}.csv", index=False, float_format="%.4f")
+    write_text(tmp / f"{name}.md", to_markdown(df))
+
+
 def write_report(params: dict[str, Any], out: str | Path) -> None:
+    from . import plots
+
     out = Path(out)
     with atomic_path(out, directory=True) as tmp:
         for task in params["tasks"]:
             df = collect(params, task)
             df.to_csv(tmp / f"table_{task}.csv", index=False, float_format="%.4f")
-            write_text(tmp / f"table_{task}.md", to_markdown(df.drop(columns=list(GRID_AXES))))
-            noise = noise_ablation(df)
-            noise.to_csv(tmp / f"table_noise_{task}.csv", index=False, float_format="%.4f")
-            write_text(tmp / f"table_noise_{task}.md", to_markdown(noise))
+            shown = df.drop(columns=[*GRID_AXES, "f1", "f2", "KID R", "KID F"])
+            write_text(tmp / f"table_{task}.md", to_markdown(shown))
+            _write_table(methods_table(df), tmp, f"table_methods_{task}")
+            _write_table(noise_ablation(df), tmp, f"table_noise_{task}")
+            _write_table(plots.alpha_table(df), tmp, f"table_alpha_{task}")
+            _write_table(plots.epsilon_table(df), tmp, f"table_epsilon_{task}")
+            _write_table(plots.retain_table(df), tmp, f"table_retain_{task}")
+            plots.plot_alpha(df, tmp / f"alpha_{task}.png")
+            plots.plot_pareto(df, tmp / f"pareto_{task}.png")
             image_grid(params, task, tmp / f"grid_{task}.png", params["generate"]["grid_images"])

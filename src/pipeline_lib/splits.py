@@ -82,3 +82,34 @@ def make_splits(params: dict[str, Any], train_labels: torch.Tensor, test_labels:
         "unlearn": unlearn,  # indices into the official train file
         "eval": evaluation,  # indices into the official test file
     }
+
+
+def retain_indices(split: dict[str, Any], kind: str, labels: torch.Tensor, limited_per_class: int | None,
+                   seed: int) -> list[int]:
+    """Train-file indices of the retain set a method sees (paper 1 Sec. 5: real, proxy or limited retain).
+
+    `labels` are the official train labels. proxy: as many images as the forget set, drawn from the proxy
+    pool (classes in neither split); limited: `limited_per_class` images of each retain class.
+    """
+    g = torch.Generator().manual_seed(seed)
+    if kind == "real":
+        return list(split["unlearn"]["retain"])
+    if kind == "proxy":
+        pool, n = split["unlearn"].get("proxy", []), len(split["unlearn"]["forget"])
+        if len(pool) < n:
+            raise ParamsError(f"retain 'proxy' needs {n} images (the forget set's size) from classes in neither "
+                              f"split, but the proxy pool holds {len(pool)}: free some classes from splits.retain")
+        return sorted(pool[i] for i in torch.randperm(len(pool), generator=g)[:n].tolist())
+    if kind == "limited":
+        if limited_per_class is None:
+            raise ParamsError("retain 'limited' needs params key 'unlearn.limited_per_class'")
+        retain = torch.tensor(split["unlearn"]["retain"], dtype=torch.long)
+        picked = []
+        for c in split["class_indices"]["retain"]:
+            idx = retain[labels[retain] == c]
+            if len(idx) < limited_per_class:
+                raise ParamsError(f"params key 'unlearn.limited_per_class' = {limited_per_class} but class "
+                                  f"'{CLASSES[c]}' has only {len(idx)} unlearning images")
+            picked += idx[torch.randperm(len(idx), generator=g)[:limited_per_class]].sort().values.tolist()
+        return picked
+    raise ParamsError(f"unknown retain kind '{kind}': expected real, proxy or limited")

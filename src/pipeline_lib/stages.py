@@ -16,16 +16,16 @@ import torch
 from . import datasets, noise_targets, paths
 from .atomic import atomic_path, write_json
 from .checkpoints import fetch_checkpoint, load_official
-from .config import parse_variant
-from .errors import DataError
+from .config import PHASE_I, parse_variant, unlearn_runs, variant_name
+from .errors import DataError, ParamsError
 from .loaders import BalancedLoader, ImageLoader, mask_sampler
 from .masks import sample_mask
-from .methods import build_method
-from .models import build_model, load_model, save_model
-from .models.base import FamilyObjective, read_meta
+from .methods import build_method, epsilon_levels
+from .models import FAMILIES, build_model, load_model, save_model
+from .models.base import FamilyObjective, PartObjective, read_meta
 from .runtime import progress, resolve_device, seed_everything
-from .splits import make_splits
-from .trainer import fit
+from .splits import make_splits, retain_indices
+from .trainer import evaluate_objective, fit
 
 LOG = logging.getLogger(__name__)
 
@@ -63,33 +63,89 @@ def splits(params: dict, data_dir: str, out: str) -> None:
     write_json(out, result)
 
 
-def pretrain(params: dict, model: str, data_dir: str, out: str) -> None:
-    """The original model: a verified published checkpoint when params name one, else trained here."""
+def _checkpoint_model(params: dict, model: str, out: str) -> None:
+    """Download, verify and convert a published checkpoint named in params."""
+    cfg, codec = params["model"][model], datasets.ImageCodec.from_params(params)
+    ckpt = cfg["checkpoint"]
+    download = Path(out).with_name("official.pth")
+    fetch_checkpoint(ckpt["url"], ckpt["sha256"], download)
+    try:
+        net = load_official(model, download, cfg["arch"])
+    finally:
+        download.unlink(missing_ok=True)
+    if (net.image_size, net.in_chans) != (codec.image_size, 1):
+        raise DataError(f"checkpoint {ckpt['url']} expects {net.in_chans}x{net.image_size}px images, "
+                        f"the dataset gives 1x{codec.image_size}px")
+    save_model(net, out, {"source": ckpt["url"], "sha256": ckpt["sha256"]})
+
+
+def _train_images(images: torch.Tensor, training: dict) -> torch.Tensor:
+    return images[: training["subset"]] if training.get("subset") else images
+
+
+def _train_model(params: dict, model: str, images: torch.Tensor, parts: dict[str, str], out: str,
+                 source: str, desc: str) -> None:
+    """The family's own recipe from scratch: pre-training, and the retrain reference on fewer classes."""
     cfg, codec = params["model"][model], datasets.ImageCodec.from_params(params)
     g = seed_everything(params["seed"])
-    ckpt = cfg["checkpoint"]
-    if ckpt is not None:
-        download = Path(out).with_name("official.pth")
-        fetch_checkpoint(ckpt["url"], ckpt["sha256"], download)
-        try:
-            net = load_official(model, download, cfg["arch"])
-        finally:
-            download.unlink(missing_ok=True)
-        if (net.image_size, net.in_chans) != (codec.image_size, 1):
-            raise DataError(f"checkpoint {ckpt['url']} expects {net.in_chans}x{net.image_size}px images, "
-                            f"the dataset gives 1x{codec.image_size}px")
-        save_model(net, out, {"source": ckpt["url"], "sha256": ckpt["sha256"]})
+    device = _device(params)
+    training = cfg["pretrain"]
+    family = FAMILIES[model]
+    arch = {k: v for part in family.pretrained_parts for k, v in cfg[part]["arch"].items()} | cfg["arch"]
+    net = build_model(model, arch, codec.image_size, in_chans=1)
+    for part, path in parts.items():
+        net.attach_pretrained(part, path)
+    net = net.to(device)
+    mask_fn = mask_sampler(training["mask"], codec.image_size, net.mask_granularity, g)
+    loader = ImageLoader(codec.encode(_train_images(images, training)), training["batch_size"], g, mask_fn=mask_fn)
+    stats = fit(FamilyObjective(net), loader, training, device, params["runtime"]["amp"], desc=desc)
+    save_model(net.cpu(), out, {"source": source, "parts": parts, "training": stats})
+
+
+def _parts(model: str, tokenizer: str | None) -> dict[str, str]:
+    given = {"tokenizer": tokenizer} if tokenizer else {}
+    needed = FAMILIES[model].pretrained_parts
+    if sorted(given) != sorted(needed):
+        raise DataError(f"model '{model}' needs the pre-trained part(s) [{', '.join(needed)}], "
+                        f"got [{', '.join(given)}]")
+    return given
+
+
+def pretrain(params: dict, model: str, data_dir: str, out: str, tokenizer: str | None = None) -> None:
+    """The original model: a verified published checkpoint when params name one, else trained here."""
+    if params["model"][model]["checkpoint"] is not None:
+        _checkpoint_model(params, model, out)
         return
+    images, _ = datasets.load_split(data_dir, train=True)
+    _train_model(params, model, images, _parts(model, tokenizer), out, "pretrained here on all classes",
+                 f"pretrain {model}")
+
+
+def retrain(params: dict, model: str, data_dir: str, splits_path: str, out: str, tokenizer: str | None = None) -> None:
+    """Exact unlearning's reference: the pre-training recipe on every class except the forget classes.
+
+    A frozen part (VQ-GAN's tokenizer) is shared with the original model, as a fixed component would be.
+    """
+    split = _read_splits(splits_path)
+    images, labels = datasets.load_split(data_dir, train=True)
+    keep = ~torch.isin(labels, torch.tensor(split["class_indices"]["forget"]))
+    LOG.info("retraining %s on %d of %d training images (forget classes %s left out)", model, int(keep.sum()),
+             len(labels), ", ".join(split["classes"]["forget"]))
+    _train_model(params, model, images[keep], _parts(model, tokenizer), out,
+                 "retrained here without the forget classes", f"retrain {model}")
+
+
+def pretrain_part(params: dict, model: str, part: str, data_dir: str, out: str) -> None:
+    """A frozen component pre-trained before its model (VQ-GAN's tokenizer), on all training images."""
+    cfg, codec = params["model"][model][part], datasets.ImageCodec.from_params(params)
+    g = seed_everything(params["seed"])
     device = _device(params)
     images, _ = datasets.load_split(data_dir, train=True)
-    training = cfg["pretrain"]
-    if training.get("subset"):
-        images = images[: training["subset"]]
-    net = build_model(model, cfg["arch"], codec.image_size, in_chans=1).to(device)
-    mask_fn = mask_sampler(training["mask"], codec.image_size, net.mask_granularity, g)
-    loader = ImageLoader(codec.encode(images), training["batch_size"], g, mask_fn=mask_fn)
-    stats = fit(FamilyObjective(net), loader, training, device, params["runtime"]["amp"], desc=f"pretrain {model}")
-    save_model(net.cpu(), out, {"source": "pretrained here on all classes", "training": stats})
+    module = FAMILIES[model].build_part(part, cfg["arch"], codec.image_size, 1).to(device)
+    loader = ImageLoader(codec.encode(_train_images(images, cfg["pretrain"])), cfg["pretrain"]["batch_size"], g)
+    stats = fit(PartObjective(module), loader, cfg["pretrain"], device, params["runtime"]["amp"],
+                desc=f"pretrain {model} {part}")
+    module.cpu().save(out, {"source": "pretrained here on all classes", "training": stats})
 
 
 def train_extractor(params: dict, data_dir: str, out: str) -> None:
@@ -140,24 +196,60 @@ def noise(params: dict, kind: str, data_dir: str, splits_path: str, out: str) ->
     noise_targets.prepare(kind, x_f, params["noise"]["rank"], out)
 
 
+def _method_options(method: str, point: dict, grid: dict, anchors: list[str]) -> dict[str, Any]:
+    """build_method keywords of one grid point: its axes, the fixed options and, in Phase II, ε."""
+    options = dict(grid.get("options", {}))
+    options.update({k: point[k] for k in ("sigma", "gamma", "psi") if k in point})
+    if point.get("psi") == "epsilon":
+        f1 = {}
+        for path in anchors:
+            meta = read_meta(path)
+            f1[meta["psi"]] = meta["objectives"]["forget"]
+        if sorted(f1) != sorted(PHASE_I):
+            raise DataError(f"Phase II ({method} {variant_name(point)}) needs the Phase I runs "
+                            f"{', '.join(PHASE_I)}; got {', '.join(f1) or 'none'}")
+        try:
+            (options["epsilon"],) = epsilon_levels(f1["highest"], f1["lowest"], [point["eps"]])
+        except ValueError as exc:
+            raise DataError(f"{exc}; train Phase I longer or raise its alpha") from None
+        LOG.info("Phase II: f1 highest %.5f, lowest %.5f -> epsilon %.5f at fraction %s",
+                 f1["highest"], f1["lowest"], options["epsilon"], point["eps"])
+    return options
+
+
 def unlearn(params: dict, model: str, method: str, variant: str, original: str, data_dir: str,
-            splits_path: str, noise: str, out: str) -> None:
+            splits_path: str, noise: str, out: str, anchors: list[str] | None = None) -> None:
+    planned = [r["variant"] for r in unlearn_runs(params) if (r["model"], r["method"]) == (model, method)]
+    if variant not in planned:
+        raise ParamsError(f"run {model}/{method}/{variant} is not in params.yaml's grid (planned: "
+                          f"{', '.join(planned) or 'none'}); with DVC, regenerate dvc.yaml: python -m pipeline_lib dvc-yaml")
     g = seed_everything(params["seed"])
     device = _device(params)
     codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
-    cfg = params["unlearn"]
+    cfg, grid, point = params["unlearn"], params["methods"][method], parse_variant(variant)
+    training = grid.get("training", cfg["training"])
+    retain_kind = point.get("retain", "real")
+    _, train_labels = datasets.load_split(data_dir, train=True)
+    retain = retain_indices(split, retain_kind, train_labels, cfg.get("limited_per_class"), params["seed"])
     x_f, _ = _images(data_dir, split["unlearn"]["forget"], True, codec)
-    x_r, _ = _images(data_dir, split["unlearn"]["retain"], True, codec)
+    x_r, _ = _images(data_dir, retain, True, codec)
     teacher = load_model(original, device)
     student = copy.deepcopy(teacher)
-    point = parse_variant(variant)
-    objective = build_method(method, student, teacher, alpha=point["alpha"], norm=cfg["norm"])
-    mask_fn = mask_sampler(cfg["mask"], codec.image_size, student.mask_granularity, g)
+    options = _method_options(method, point, grid, anchors or [])
+    objective = build_method(method, student, teacher, alpha=point["alpha"], norm=cfg["norm"], **options)
     sampler = noise_targets.sampler(point.get("noise", "identity"), noise, codec)
-    loader = BalancedLoader(x_r, x_f, cfg["training"]["batch_size"], g, mask_fn, sampler)
-    stats = fit(objective, loader, cfg["training"], device, params["runtime"]["amp"], desc=f"{method} {variant} {model}")
-    meta = {"method": method, "variant": variant, **point, "noise_file": noise, "original": original,
-            "training": stats, "retain_images": len(x_r), "forget_images": len(x_f)}
+
+    def loader(gen: torch.Generator) -> BalancedLoader:
+        mask_fn = mask_sampler(cfg["mask"], codec.image_size, student.mask_granularity, gen)
+        return BalancedLoader(x_r, x_f, training["batch_size"], gen, mask_fn, sampler)
+
+    stats = fit(objective, loader(g), training, device, params["runtime"]["amp"], desc=f"{method} {variant} {model}")
+    # f1/f2 after training on one fixed pass (same batches for every run of this retain set)
+    objectives = evaluate_objective(objective, loader(torch.Generator().manual_seed(params["seed"] + 1)), device)
+    LOG.info("objectives after training: %s", objectives)
+    meta = {"method": method, "variant": variant, **point, "options": options, "noise_file": noise,
+            "original": original, "training": stats, "objectives": objectives, "retain": retain_kind,
+            "retain_images": len(x_r), "forget_images": len(x_f)}
     save_model(student.cpu(), out, meta)
 
 
@@ -177,6 +269,7 @@ def generate(params: dict, checkpoint: str, data_dir: str, splits_path: str, tas
     device = _device(params)
     codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
     net = load_model(checkpoint, device).eval()
+    net.configure_sampling(**params["model"][net.family].get("sampling", {}))
     spec, bs = params["task"][task], params["generate"]["batch_size"]
     with atomic_path(out, directory=True) as tmp:
         for which in paths.SETS:
@@ -207,9 +300,19 @@ def metrics(params: dict, recon: str, reference_dir: str, extractor_path: str, c
         ref = evaluate.load_features(Path(reference_dir) / f"{which}.safetensors")
         result[which] = evaluate.score(feats, ref, tensors["labels"], params["seed"])
         LOG.info("%s: %s", which, result[which])
-    training = read_meta(checkpoint).get("training", {})
+    meta = read_meta(checkpoint)
+    training = meta.get("training", {})
     result["training"] = {k: training[k] for k in ("wall_time_s", "images_per_s", "steps") if k in training}
+    result["objectives"] = meta.get("objectives", {})  # f1/f2 after unlearning, for the Pareto plot
     write_json(out, result)
+
+
+def dvc_yaml(params: dict, out: str | None = None) -> None:
+    """Write dvc.yaml for the experiment in params (run after changing which runs exist)."""
+    from . import dvc_stages
+
+    dvc_stages.write(params, out or "dvc.yaml")
+    LOG.info("wrote %s", out or "dvc.yaml")
 
 
 def aggregate(params: dict, out: str) -> None:

@@ -113,3 +113,22 @@ def fit(objective: Objective, loader: Iterable[dict[str, Any]], training: dict[s
         "first_loss": history[0]["loss"],
         "final_losses": final,
     }
+
+
+def evaluate_objective(objective: Objective, loader: Iterable[dict[str, Any]], device: torch.device) -> dict[str, float]:
+    """Mean of each loss entry over one pass of `loader` without training: the final f1/f2 of a run.
+
+    The controllable method's Phase II reads its ε range from these values of the Phase I runs, and the
+    Pareto plot puts every run at them; give every run the same seeded loader so the values compare.
+    """
+    totals: dict[str, float] = {}
+    batches = 0
+    with torch.no_grad():
+        for batch in loader:
+            losses = objective.loss(_to(batch, device))
+            for k, v in losses.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+            batches += 1
+    if not batches:
+        raise ValueError("evaluate_objective: the loader yielded no batch")
+    return {k: v / batches for k, v in totals.items()}

@@ -2,12 +2,17 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from pipeline_lib.config import parse_variant, validate_params
+from pipeline_lib.config import method_settings, training_keys, validate_params
 from pipeline_lib.errors import ParamsError
 from pipeline_lib.paths import (
     all_metrics,
     all_recon,
+    anchor_args,
+    anchor_files,
     noise_file,
+    noise_kind,
+    part_args,
+    part_files,
     report_dir,
 )
 
@@ -32,3 +37,4 @@ wildcard_constraints:
     method=r"[a-z0-9_]+",
     variant=r"[A-Za-z0-9_.-]+",
     task=r"[A-Za-z0-9_-]+",
+    part=r"[a-z0-9_]+",

@@ -40,6 +40,7 @@ rule generate:
         runtime=60,
     params:
         task=lambda w: config["task"][w.task],
+        sampling=lambda w: config["model"][w.model].get("sampling", {}),
         data=config["data"],
         seed=config["seed"],
     shell:

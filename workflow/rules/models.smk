@@ -1,6 +1,35 @@
-rule pretrain:
+rule pretrain_part:
     input:
         "data/{dataset}/raw",
+    output:
+        model="data/{dataset}/models/{model}/{part}/model.safetensors",
+        meta="data/{dataset}/models/{model}/{part}/model.json",
+    log:
+        "logs/pretrain_part/{dataset}/{model}/{part}.log",
+    benchmark:
+        "benchmarks/pretrain_part/{dataset}/{model}/{part}.tsv"
+    wildcard_constraints:
+        part=r"tokenizer",
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    params:
+        part=lambda w: config["model"][w.model][w.part],
+        data=config["data"],
+        seed=config["seed"],
+    shell:
+        "python -m pipeline_lib pretrain-part --params params.yaml --model {wildcards.model} --part {wildcards.part} "
+        "--data-dir {input} --out {output.model} --log {log}"
+
+
+rule pretrain:
+    input:
+        data="data/{dataset}/raw",
+        parts=lambda w: part_files(w.dataset, w.model).values(),
     output:
         model="data/{dataset}/models/{model}/original/base/model.safetensors",
         meta="data/{dataset}/models/{model}/original/base/model.json",
@@ -16,11 +45,42 @@ rule pretrain:
         mem_mb=8000,
         runtime=240,
     params:
-        model=lambda w: config["model"][w.model],
+        parts=lambda w: part_args(w.dataset, w.model),
+        model=lambda w: training_keys(config, w.model),
         data=config["data"],
         seed=config["seed"],
     shell:
-        "python -m pipeline_lib pretrain --params params.yaml --model {wildcards.model} --data-dir {input} --out {output.model} --log {log}"
+        "python -m pipeline_lib pretrain --params params.yaml --model {wildcards.model} --data-dir {input.data}"
+        "{params.parts} --out {output.model} --log {log}"
+
+
+rule retrain:
+    input:
+        data="data/{dataset}/raw",
+        splits="data/{dataset}/splits.json",
+        parts=lambda w: part_files(w.dataset, w.model).values(),
+    output:
+        model="data/{dataset}/models/{model}/retrain/base/model.safetensors",
+        meta="data/{dataset}/models/{model}/retrain/base/model.json",
+    log:
+        "logs/retrain/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/retrain/{dataset}/{model}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    params:
+        parts=lambda w: part_args(w.dataset, w.model),
+        model=lambda w: training_keys(config, w.model),
+        data=config["data"],
+        seed=config["seed"],
+    shell:
+        "python -m pipeline_lib retrain --params params.yaml --model {wildcards.model} --data-dir {input.data} "
+        "--splits {input.splits}{params.parts} --out {output.model} --log {log}"
 
 
 rule extractor:

@@ -3,7 +3,8 @@ rule unlearn:
         original="data/{dataset}/models/{model}/original/base/model.safetensors",
         data="data/{dataset}/raw",
         splits="data/{dataset}/splits.json",
-        noise=lambda w: noise_file(w.dataset, parse_variant(w.variant)["noise"]),
+        noise=lambda w: noise_file(w.dataset, noise_kind(w.variant)),
+        anchors=lambda w: anchor_files(w.dataset, w.model, w.method, w.variant),
     output:
         model="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
         meta="data/{dataset}/models/{model}/{method}/{variant}/model.json",
@@ -12,7 +13,7 @@ rule unlearn:
     benchmark:
         "benchmarks/unlearn/{dataset}/{model}/{method}/{variant}.tsv"
     wildcard_constraints:
-        method=r"(?!original$)[a-z0-9_]+",
+        method=r"(?!(?:original|retrain)(?:/|$))[a-z0-9_]+",
     conda:
         "../envs/pipeline.yaml"
     threads: 2
@@ -21,10 +22,12 @@ rule unlearn:
         mem_mb=8000,
         runtime=240,
     params:
+        anchors=lambda w: anchor_args(w.dataset, w.model, w.method, w.variant),
+        method=lambda w: method_settings(config, w.method),
         unlearn=config["unlearn"],
         data=config["data"],
         seed=config["seed"],
     shell:
         "python -m pipeline_lib unlearn --params params.yaml --model {wildcards.model} --method {wildcards.method} "
         "--variant {wildcards.variant} --original {input.original} --data-dir {input.data} "
-        "--splits {input.splits} --noise {input.noise} --out {output.model} --log {log}"
+        "--splits {input.splits} --noise {input.noise}{params.anchors} --out {output.model} --log {log}"

@@ -26,6 +26,12 @@ METHODS: dict[str, type[UnlearningMethod]] = {
 }
 
 
+def option_names(name: str) -> list[str]:
+    """Keywords a method takes besides model, teacher, alpha and norm (what params `options` may set)."""
+    params = inspect.signature(METHODS[name].__init__).parameters
+    return [p for p in params if p not in ("self", "model", "teacher", "alpha", "norm")]
+
+
 def build_method(name: str, model, teacher, alpha: float, norm: str, **options: Any) -> UnlearningMethod:
     """Build a registered method; `options` are the method's own keywords (e.g. sigma/gamma for EBU).
 
@@ -44,4 +50,4 @@ def build_method(name: str, model, teacher, alpha: float, norm: str, **options: 
 
 __all__ = ["METHODS", "EBU", "L2N", "ControllableUnlearning", "MaxLoss", "NoisyLabel", "RandomEncoder",
            "RetainLabel", "UnlearningMethod", "build_method", "distance", "epsilon_levels", "masked_distance",
-           "output_distance"]
+           "option_names", "output_distance"]

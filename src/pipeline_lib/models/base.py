@@ -29,6 +29,31 @@ class I2IModel(nn.Module):
     #: parameter-name prefixes of the encoder E (what encoder-only methods may train)
     encoder_prefixes: tuple[str, ...] = ()
 
+    #: params `sampling` keys -> attributes read at generation time (changing them needs no retraining)
+    sampling_keys: dict[str, str] = {}
+
+    #: frozen components pre-trained in their own stage before the model (VQ-GAN's tokenizer)
+    pretrained_parts: tuple[str, ...] = ()
+
+    @classmethod
+    def build_part(cls, part: str, arch: dict[str, Any], image_size: int, in_chans: int) -> nn.Module:
+        """A fresh pre-trainable part; it has `training_loss(x) -> {"loss": ...}` and `save(path, meta)`."""
+        raise ValueError(f"model family '{cls.family}' has no part '{part}' (it has: {', '.join(cls.pretrained_parts) or 'none'})")
+
+    def attach_pretrained(self, part: str, path: str | Path) -> None:
+        """Load a part written by its stage into this model (and freeze it)."""
+        raise ValueError(f"model family '{self.family}' has no part '{part}'")
+
+    def configure_sampling(self, **options: Any) -> None:
+        """Apply params' generation-time settings (e.g. decoding steps); unknown keys are an error."""
+        unknown = sorted(set(options) - set(self.sampling_keys))
+        if unknown:
+            raise ValueError(f"model family '{self.family}' has no sampling option(s) {', '.join(unknown)}; "
+                             f"it has: {', '.join(self.sampling_keys) or 'none'}")
+        for key, value in options.items():
+            setattr(self, self.sampling_keys[key], value)
+            self._arch[self.sampling_keys[key]] = value
+
     def arch(self) -> dict[str, Any]:
         """Constructor keywords (besides image_size and in_chans) that rebuild this model."""
         return dict(self._arch)
@@ -79,6 +104,22 @@ class FamilyObjective:
 
     def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return {"loss": self.model.training_loss(batch["x"], batch["mask"])}
+
+
+class PartObjective:
+    """Pre-training objective of a frozen part (the VQ tokenizer): its own loss on whole images."""
+
+    def __init__(self, part: nn.Module):
+        self.part = part
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.part.parameters())
+
+    def train_mode(self) -> None:
+        self.part.train()
+
+    def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.part.training_loss(batch["x"])
 
 
 def save_model(model: I2IModel, path: str | Path, meta: dict[str, Any] | None = None) -> None:

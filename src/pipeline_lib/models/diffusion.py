@@ -79,6 +79,7 @@ DEFAULT_SAMPLE_SEED = 0
 class PaletteDiffusion(I2IModel):
     family = "diffusion"
     encoder_prefixes = ENCODER_PREFIXES
+    sampling_keys = {"steps": "sample_steps"}
 
     def __init__(self, image_size: int = 32, in_chans: int = 1, block_out_channels: list[int] | tuple[int, ...] = (32, 64),
                  layers_per_block: int = 1, attention: bool = False, norm_num_groups: int = 8,

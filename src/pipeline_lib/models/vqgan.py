@@ -185,6 +185,8 @@ class MaskedTokenModel(I2IModel):
 
     family = "vqgan"
     encoder_prefixes = ENCODER_PREFIXES
+    sampling_keys = {"steps": "steps", "temperature": "temperature"}
+    pretrained_parts = ("tokenizer",)
 
     def __init__(self, image_size: int = 32, in_chans: int = 1, codebook_size: int = 256, code_dim: int = 32,
                  tokenizer_dim: int = 64, downsample: int = 4, beta: float = 0.25, embed_dim: int = 128,
@@ -248,6 +250,17 @@ class MaskedTokenModel(I2IModel):
         if got != want:
             raise DataError(f"tokenizer {path} has image_size/in_chans/arch {got}, the model needs {want}")
         self.tokenizer.load_state_dict(tok.state_dict())
+
+    @classmethod
+    def build_part(cls, part: str, arch: dict[str, Any], image_size: int, in_chans: int) -> nn.Module:
+        if part != "tokenizer":
+            return super().build_part(part, arch, image_size, in_chans)
+        return VQTokenizer(image_size, in_chans, **arch)
+
+    def attach_pretrained(self, part: str, path: str | Path) -> None:
+        if part != "tokenizer":
+            super().attach_pretrained(part, path)
+        self.load_tokenizer(path)
 
     def token_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """[B, L] True where any pixel of the token's patch is hidden."""

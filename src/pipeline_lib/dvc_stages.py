@@ -1,0 +1,183 @@
+"""dvc.yaml, written from params.yaml: one DVC stage per job of the Snakemake DAG, with the same command.
+
+DVC's templating cannot expand a different grid per method (nor skip a method params leave out), so the
+stage list is generated here from the same run list Snakemake uses (`config.unlearn_runs`, `paths`).
+Values that change inside an existing grid point (epochs, lr, arch) need nothing; after changing *which*
+models, methods, grid points or tasks exist, run `python -m pipeline_lib dvc-yaml` (or `make dvc.yaml`),
+then `dvc repro`. A stale dvc.yaml fails in its first stage, naming this fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import paths
+from .atomic import write_text
+from .config import REFERENCE_METHODS, unlearn_runs
+
+HEADER = """\
+# Generated from params.yaml by `python -m pipeline_lib dvc-yaml` (`make dvc.yaml`): do not edit by hand.
+# The same jobs and commands as the Snakefile (tests/test_engines.py checks it). Changed values re-run what
+# they feed; after adding or removing models, methods, grid points or tasks, regenerate, then `dvc repro`.
+"""
+CODE = "src/pipeline_lib"
+PY = "python -m pipeline_lib"
+
+
+@dataclass
+class Stage:
+    name: str
+    cmd: str
+    deps: list[str]
+    params: list[str]
+    outs: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"cmd": self.cmd, "deps": self.deps, "params": self.params}
+        if self.outs:
+            out["outs"] = self.outs
+        if self.metrics:
+            out["metrics"] = [{m: {"cache": False}} for m in self.metrics]
+        return out
+
+
+def _noise_kinds(params: dict[str, Any]) -> list[str]:
+    kinds = []
+    for run in unlearn_runs(params):
+        kind = paths.noise_kind(run["variant"])
+        if kind not in kinds:
+            kinds.append(kind)
+    return kinds
+
+
+def _present(params: dict[str, Any], prefix: str, keys: list[str]) -> list[str]:
+    """Dotted params keys under `prefix` that exist (DVC refuses keys missing from params.yaml)."""
+    node = params
+    for part in prefix.split("."):
+        node = node[part]
+    return [f"{prefix}.{k}" for k in keys if k in node]
+
+
+def _model_stages(params: dict[str, Any], ds: str, raw: str, split: str) -> list[Stage]:
+    stages = []
+    for model in params["models"]:
+        parts = paths.part_files(ds, model)
+        model_keys = _present(params, f"model.{model}", ["checkpoint", "arch", "pretrain"])
+        part_args = paths.part_args(ds, model)
+        for part, out in parts.items():
+            stages.append(Stage(
+                f"pretrain_part-{model}-{part}",
+                f"{PY} pretrain-part --params params.yaml --model {model} --part {part} --data-dir {raw} "
+                f"--out {out} --log logs/pretrain_part/{ds}/{model}/{part}.log",
+                [raw, f"{CODE}/models", f"{CODE}/trainer.py"], ["seed", "data", f"model.{model}.{part}"],
+                [out, out.replace(".safetensors", ".json")]))
+        original = paths.model_file(ds, model, *paths.ORIGINAL)
+        part_deps = list(parts.values())
+        stages.append(Stage(
+            f"pretrain-{model}",
+            f"{PY} pretrain --params params.yaml --model {model} --data-dir {raw}{part_args} --out {original} "
+            f"--log logs/pretrain/{ds}/{model}.log",
+            [raw, *part_deps, f"{CODE}/models", f"{CODE}/trainer.py"], ["seed", "data", *model_keys],
+            [original, original.replace(".safetensors", ".json")]))
+        for ref in REFERENCE_METHODS:
+            if ref not in params["methods"]:
+                continue
+            out = paths.model_file(ds, model, ref, "base")
+            stages.append(Stage(
+                f"{ref}-{model}",
+                f"{PY} {ref} --params params.yaml --model {model} --data-dir {raw} --splits {split}{part_args} "
+                f"--out {out} --log logs/{ref}/{ds}/{model}.log",
+                [raw, split, *part_deps, f"{CODE}/models", f"{CODE}/trainer.py"], ["seed", "data", *model_keys],
+                [out, out.replace(".safetensors", ".json")]))
+    return stages
+
+
+def _unlearn_stages(params: dict[str, Any], ds: str, raw: str, split: str) -> list[Stage]:
+    stages = []
+    for run in unlearn_runs(params):
+        model, method, variant = run["model"], run["method"], run["variant"]
+        original = paths.model_file(ds, model, *paths.ORIGINAL)
+        noise = paths.noise_file(ds, paths.noise_kind(variant))
+        out = paths.model_file(ds, model, method, variant)
+        anchors = paths.anchor_files(ds, model, method, variant)
+        stages.append(Stage(
+            f"unlearn-{model}-{method}-{variant}",
+            f"{PY} unlearn --params params.yaml --model {model} --method {method} --variant {variant} "
+            f"--original {original} --data-dir {raw} --splits {split} --noise {noise}"
+            f"{paths.anchor_args(ds, model, method, variant)} --out {out} --log logs/unlearn/{ds}/{model}/{method}/{variant}.log",
+            [original, raw, split, noise, *anchors, f"{CODE}/methods", f"{CODE}/trainer.py"],
+            ["seed", "data", "unlearn", *_present(params, f"methods.{method}", ["training", "options"])],
+            [out, out.replace(".safetensors", ".json")]))
+    return stages
+
+
+def _evaluation_stages(params: dict[str, Any], ds: str, raw: str, split: str) -> list[Stage]:
+    stages = []
+    reference, extractor = f"data/{ds}/reference", f"data/{ds}/extractor/classifier.safetensors"
+    for model, method, variant in paths.evaluated_models(params):
+        checkpoint = paths.model_file(ds, model, method, variant)
+        sampling = _present(params, f"model.{model}", ["sampling"])
+        for task in params["tasks"]:
+            recon = paths.recon_dir(ds, model, method, variant, task)
+            metrics = paths.metrics_file(ds, model, method, variant, task)
+            key = f"{model}-{method}-{variant}-{task}"
+            stages.append(Stage(
+                f"generate-{key}",
+                f"{PY} generate --params params.yaml --checkpoint {checkpoint} --data-dir {raw} --splits {split} "
+                f"--task {task} --out {recon} --log logs/generate/{ds}/{model}/{method}/{variant}/{task}.log",
+                [checkpoint, raw, split], ["seed", "data", f"task.{task}", *sampling], [recon]))
+            stages.append(Stage(
+                f"metrics-{key}",
+                f"{PY} metrics --params params.yaml --recon {recon} --reference {reference} --extractor {extractor} "
+                f"--checkpoint {checkpoint} --out {metrics} --log logs/metrics/{ds}/{model}/{method}/{variant}/{task}.log",
+                [recon, reference, extractor, checkpoint], ["seed"], metrics=[metrics]))
+    return stages
+
+
+def stages(params: dict[str, Any]) -> list[Stage]:
+    ds = params["dataset"]
+    raw, split = f"data/{ds}/raw", f"data/{ds}/splits.json"
+    extractor = f"data/{ds}/extractor/classifier.safetensors"
+    out = [
+        Stage("data", f"{PY} data --params params.yaml --out {raw} --log logs/data/{ds}.log",
+              [f"{CODE}/datasets.py"], ["dataset", "data"], [raw]),
+        Stage("splits", f"{PY} splits --params params.yaml --data-dir {raw} --out {split} --log logs/splits/{ds}.log",
+              [raw, f"{CODE}/splits.py"], ["seed", "splits"], [split]),
+        *_model_stages(params, ds, raw, split),
+        Stage("extractor", f"{PY} extractor --params params.yaml --data-dir {raw} --out {extractor} "
+              f"--log logs/extractor/{ds}.log", [raw, f"{CODE}/extractor.py"], ["seed", "data", "extractor"],
+              [extractor, extractor.replace(".safetensors", ".json")]),
+        Stage("reference", f"{PY} reference --params params.yaml --data-dir {raw} --splits {split} "
+              f"--extractor {extractor} --out data/{ds}/reference --log logs/reference/{ds}.log",
+              [raw, split, extractor], ["data"], [f"data/{ds}/reference"]),
+    ]
+    for kind in _noise_kinds(params):
+        noise = paths.noise_file(ds, kind)
+        out.append(Stage(f"noise-{kind}", f"{PY} noise --params params.yaml --kind {kind} --data-dir {raw} "
+                         f"--splits {split} --out {noise} --log logs/noise/{ds}/{kind}.log",
+                         [raw, split, f"{CODE}/covariance.py"], ["data", "noise"], [noise]))
+    out += _unlearn_stages(params, ds, raw, split)
+    out += _evaluation_stages(params, ds, raw, split)
+    report = paths.report_dir(ds)
+    out.append(Stage("aggregate", f"{PY} aggregate --params params.yaml --out {report} --log logs/aggregate/{ds}.log",
+                     [*paths.all_metrics(params), *paths.all_recon(params), f"{CODE}/report.py"],
+                     ["tasks", "models", "methods", "generate"], [report]))
+    return out
+
+
+def render(params: dict[str, Any]) -> str:
+    report = paths.report_dir(params["dataset"])
+    doc = {
+        "stages": {s.name: s.as_dict() for s in stages(params)},
+        "plots": [f"{report}/grid_{task}.png" for task in params["tasks"]],
+    }
+    return HEADER + yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def write(params: dict[str, Any], out: str | Path = "dvc.yaml") -> None:
+    write_text(Path(out), render(params))
