@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: run test lint env data-package
+.PHONY: run test lint env data-package dvc.yaml
 
 run: env data-package
 	snakemake --profile profiles/local
@@ -16,6 +16,10 @@ test: env data-package
 
 lint: env
 	snakemake --lint && snakefmt --check Snakefile workflow/rules
+
+# dvc.yaml lists one stage per job; rewrite it after changing which models, methods, grid points or tasks exist
+dvc.yaml: env
+	$(PY) -m pipeline_lib dvc-yaml
 
 env: $(VENV)/.installed
 

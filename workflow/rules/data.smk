@@ -43,18 +43,18 @@ rule noise:
         splits="data/{dataset}/splits.json",
     output:
         "data/{dataset}/noise/{kind}.safetensors",
-    params:
-        noise=config["noise"],
-        data=config["data"],
-    conda:
-        "../envs/pipeline.yaml"
     log:
         "logs/noise/{dataset}/{kind}.log",
     benchmark:
         "benchmarks/noise/{dataset}/{kind}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        noise=config["noise"],
+        data=config["data"],
     shell:
         "python -m pipeline_lib noise --params params.yaml --kind {wildcards.kind} --data-dir {input.data} "
         "--splits {input.splits} --out {output} --log {log}"

@@ -1,0 +1,142 @@
+"""The stage functions behind the new DAG nodes, on real Fashion-MNIST with tiny models: the tokenizer's own
+stage feeding VQ-GAN pre-training, retrain without the forget classes, proxy/limited retain sets, and the
+controllable method's Phase II reading its ε range from the two Phase I runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import DEBIAN_DIR, base_params, fashion
+from pipeline_lib import stages
+from pipeline_lib.config import validate_params
+from pipeline_lib.datasets import CLASSES
+from pipeline_lib.errors import DataError, ParamsError
+from pipeline_lib.models import load_model
+from pipeline_lib.models.base import read_meta
+from pipeline_lib.models.vqgan import VQTokenizer
+from pipeline_lib.splits import retain_indices
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY_TRAINING = {"epochs": 1, "subset": 256, "max_steps": 2, "batch_size": 64,
+                 "optimizer": {"name": "adam", "lr": 1e-3}, "mask": {"kind": "mixed", "ratio": 0.75, "size": 16}}
+
+
+def tiny_params() -> dict:
+    p = base_params()
+    p["splits"].update(unlearn_per_class=20, eval_per_class=8)
+    p["model"]["mae"]["arch"].update(embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=16, decoder_depth=1)
+    p["model"]["vqgan"]["arch"].update(embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=16, decoder_depth=1)
+    p["model"]["vqgan"]["tokenizer"]["arch"].update(codebook_size=16, code_dim=4, tokenizer_dim=8)
+    for m in ("mae", "vqgan"):
+        p["model"][m]["pretrain"] = dict(TINY_TRAINING)
+    p["model"]["vqgan"]["tokenizer"]["pretrain"] = {k: v for k, v in TINY_TRAINING.items() if k != "mask"}
+    p["unlearn"]["training"].update(epochs=1, max_steps=3, batch_size=8)
+    p["unlearn"]["limited_per_class"] = 3
+    return validate_params(p)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    params = tiny_params()
+    stages.splits(params, str(DEBIAN_DIR), str(root / "splits.json"))
+    stages.noise(params, "identity", str(DEBIAN_DIR), str(root / "splits.json"), str(root / "identity.safetensors"))
+    stages.pretrain(params, "mae", str(DEBIAN_DIR), str(root / "mae.safetensors"))
+    return root, params
+
+
+def test_tokenizer_stage_feeds_vqgan_pretraining_frozen(tmp_path):
+    params = tiny_params()
+    tok_path, model_path = tmp_path / "tokenizer.safetensors", tmp_path / "vqgan.safetensors"
+    stages.pretrain_part(params, "vqgan", "tokenizer", str(DEBIAN_DIR), str(tok_path))
+    tokenizer = VQTokenizer.load(tok_path)
+    assert tokenizer.arch()["codebook_size"] == 16
+    with pytest.raises(DataError, match="needs the pre-trained part"):
+        stages.pretrain(params, "vqgan", str(DEBIAN_DIR), str(model_path))
+    stages.pretrain(params, "vqgan", str(DEBIAN_DIR), str(model_path), tokenizer=str(tok_path))
+    model = load_model(model_path)
+    for name, value in tokenizer.state_dict().items():  # the tokenizer was frozen during pre-training
+        assert torch.equal(model.tokenizer.state_dict()[name], value), name
+    assert read_meta(model_path)["parts"] == {"tokenizer": str(tok_path)}
+
+
+def test_sampling_settings_apply_at_generation_and_are_checked():
+    params = tiny_params()
+    from pipeline_lib.models import build_model
+
+    net = build_model("vqgan", {**params["model"]["vqgan"]["tokenizer"]["arch"], **params["model"]["vqgan"]["arch"]},
+                      32, 1)
+    net.configure_sampling(steps=3, temperature=0.0)
+    assert (net.steps, net.temperature) == (3, 0.0) and net.arch()["steps"] == 3
+    with pytest.raises(ValueError, match="no sampling option"):
+        net.configure_sampling(sample_steps=4)
+
+
+def test_retrain_leaves_out_the_forget_classes(workspace, tmp_path, caplog):
+    root, params = workspace
+    out = tmp_path / "retrain.safetensors"
+    with caplog.at_level("INFO"):
+        stages.retrain(params, "mae", str(DEBIAN_DIR), str(root / "splits.json"), str(out))
+    n_forget = sum(int((fashion(True)[1] == CLASSES.index(c)).sum()) for c in params["splits"]["forget"])
+    assert f"on {60000 - n_forget} of 60000 training images" in caplog.text
+    assert read_meta(out)["source"].startswith("retrained")
+
+
+def test_proxy_and_limited_retain_draw_from_the_right_classes(workspace):
+    root, params = workspace
+    split = json.loads((root / "splits.json").read_text())
+    labels = fashion(True)[1]
+    proxy = retain_indices(split, "proxy", labels, None, 0)
+    assert len(proxy) == len(split["unlearn"]["forget"])
+    assert set(labels[proxy].tolist()) <= set(split["class_indices"]["proxy"])
+    limited = retain_indices(split, "limited", labels, 3, 0)
+    counts = torch.bincount(labels[limited], minlength=10)
+    assert all(counts[c] == 3 for c in split["class_indices"]["retain"]) and len(limited) == 3 * 4
+    assert set(limited) <= set(split["unlearn"]["retain"])
+    assert retain_indices(split, "real", labels, None, 0) == split["unlearn"]["retain"]
+    with pytest.raises(ParamsError, match="limited_per_class"):
+        retain_indices(split, "limited", labels, None, 0)
+    with pytest.raises(ParamsError, match="proxy pool"):
+        retain_indices({**split, "unlearn": {**split["unlearn"], "proxy": proxy[:5]}}, "proxy", labels, None, 0)
+
+
+def _unlearn(root: Path, params: dict, method: str, variant: str, anchors=None) -> Path:
+    out = root / method / variant / "model.safetensors"
+    stages.unlearn(params, "mae", method, variant, str(root / "mae.safetensors"), str(DEBIAN_DIR),
+                   str(root / "splits.json"), str(root / "identity.safetensors"), str(out), anchors=anchors)
+    return out
+
+
+def test_unlearn_records_its_retain_set_and_objectives(workspace):
+    root, params = workspace
+    params = {**params, "methods": {"l2n": {"alpha": [0.25], "retain": ["proxy"]}}}
+    meta = read_meta(_unlearn(root, params, "l2n", "alpha-0.25_retain-proxy"))
+    assert meta["retain"] == "proxy" and meta["retain_images"] == meta["forget_images"] == 40
+    assert set(meta["objectives"]) >= {"loss", "forget", "retain"}
+
+
+def test_unlearn_refuses_a_run_params_do_not_plan(workspace):
+    root, params = workspace
+    with pytest.raises(ParamsError, match="dvc-yaml"):
+        _unlearn(root, params, "l2n", "alpha-0.75_noise-identity")
+
+
+def test_phase_two_takes_epsilon_between_the_phase_one_runs(workspace):
+    root, params = workspace
+    params = {**params, "methods": {"controllable": {
+        "alpha": [10.0], "eps": [0.5], "training": {**params["unlearn"]["training"], "max_steps": 6,
+                                                   "optimizer": {"name": "sgd", "lr": 0.01}}}}}
+    high = _unlearn(root, params, "controllable", "alpha-10.0_psi-highest")
+    low = _unlearn(root, params, "controllable", "alpha-10.0_psi-lowest")
+    f1_high, f1_low = (read_meta(p)["objectives"]["forget"] for p in (high, low))
+    assert f1_high < f1_low  # highest completeness pushes the forget loss down further
+    with pytest.raises(DataError, match="Phase I"):
+        _unlearn(root, params, "controllable", "alpha-10.0_psi-epsilon_eps-0.5", anchors=[str(high)])
+    mid = read_meta(_unlearn(root, params, "controllable", "alpha-10.0_psi-epsilon_eps-0.5", anchors=[str(high), str(low)]))
+    assert mid["options"]["epsilon"] == pytest.approx(f1_high + 0.5 * (f1_low - f1_high))
+    assert mid["psi"] == "epsilon" and mid["eps"] == 0.5
