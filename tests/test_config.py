@@ -200,13 +200,37 @@ def test_model_listed_but_not_defined():
 def test_task_mask_too_large_and_missing_fields():
     params = base_params()
     params["task"]["center"]["size"] = params["data"]["image_size"]
-    _raises_naming(params, "'task.center.size'")
+    _raises_naming(params, "'task.center'", "size 32 px")
     params = base_params()
     params["task"]["center"] = {"kind": "center"}
-    _raises_naming(params, "'task.center.size'")
+    _raises_naming(params, "'task.center'", "exactly one of grid, ratio, size")
     params = base_params()
     params["unlearn"]["mask"] = {"kind": "mixed", "size": 16}
-    _raises_naming(params, "'unlearn.mask.ratio'")
+    _raises_naming(params, "'unlearn.mask'", "missing ratio")
+
+
+def test_tasks_must_give_every_family_the_same_hole():
+    params = base_params()
+    # mae/vqgan cells are 4 px, diffusion's 1 px
+    params["task"]["center"] = {"kind": "center", "size": 14}  # not a multiple of 4 px
+    _raises_naming(params, "'task.center'", "4 px mask granularity")
+    params["task"]["center"] = {"kind": "random", "ratio": 0.5}  # each family would hide its own cells
+    _raises_naming(params, "'task.center'", "patch")
+    params["task"]["center"] = {"kind": "random", "ratio": 0.5, "patch": 4}
+    config.validate_params(params)
+    params["models"] = ["diffusion"]  # 1 px cells: a 14 px hole is fine for diffusion alone
+    params["task"]["center"] = {"kind": "center", "size": 14}
+    config.validate_params(params)
+
+
+def test_crossval_names_defined_tasks():
+    params = base_params()
+    params["crossval"] = {"inpaint": "center", "outpaint": "outpaint"}
+    _raises_naming(params, "'crossval.outpaint'", "outpaint")
+    params["task"]["outpaint"] = {"kind": "outpaint", "size": 16}
+    config.validate_params(params)
+    params["tasks"] = ["center", "xval"]
+    _raises_naming(params, "'tasks[1]'")
 
 
 # --- {count: N} drawing ------------------------------------------------------------------------------------

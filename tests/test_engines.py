@@ -85,6 +85,8 @@ def engines(tmp_path_factory):
     ("params.yaml", 25),
     # + 48 unlearn runs (Phase II after Phase I), 3 retrain, 54 generate and 54 metrics
     ("presets/full.yaml", 169),
+    # 3 tokenizer/pretrain + 3 unlearn; 6 models x 7 tasks generate, 6 crossval, 48 metrics
+    ("presets/tasks.yaml", 109),
 ])
 def test_planned_runs_give_both_engines_the_same_commands(tmp_path, preset, jobs):
     """The default experiment and the full preset, planned (not run) by both engines: the same commands."""
@@ -129,6 +131,23 @@ def test_both_engines_produce_the_same_outputs_and_scores(engines):
     smk_scores, dvc_scores = scores(smk), scores(dvc)
     assert len(smk_scores) == 9
     assert smk_scores == dvc_scores  # deterministic CPU results: identical numbers from both engines
+
+
+def test_snakemake_report_holds_every_table_and_figure(engines):
+    smk = engines["smk"]
+    run(["snakemake", "--profile", "profiles/local", "--report", "report.html"], smk)
+    html = (smk / "report.html").read_text(errors="replace")
+    for name in ("table_methods_center.html", "table_alpha_center.html", "table_epsilon_center.html",
+                 "table_noise_center.html", "table_retain_center.html", "alpha_center.png", "pareto_center.png",
+                 "grid_center.png", "tsne_mae_center.png", "tsne_vqgan_center.png", "tsne_diffusion_center.png"):
+        assert name in html, name
+
+
+def test_metrics_files_name_their_extractors(engines):
+    for path in (engines["smk"] / "results").rglob("metrics/**/*.json"):
+        m = json.loads(path.read_text())
+        assert m["extractor"] == "i2i-unlearning-classifier"
+        assert m["extractors"]["pipeline"]["used"] and not m["extractors"]["inception"]["used"]
 
 
 def test_snakemake_benchmarks_give_a_timing_table(engines):

@@ -140,3 +140,48 @@ def test_phase_two_takes_epsilon_between_the_phase_one_runs(workspace):
     mid = read_meta(_unlearn(root, params, "controllable", "alpha-10.0_psi-epsilon_eps-0.5", anchors=[str(high), str(low)]))
     assert mid["options"]["epsilon"] == pytest.approx(f1_high + 0.5 * (f1_low - f1_high))
     assert mid["psi"] == "epsilon" and mid["eps"] == 0.5
+
+
+def test_crossval_outpaints_the_models_inpainting_with_the_original(workspace, tmp_path):
+    """Paper 1 App. E.2: the visible centre of the second reconstruction is the first model's inpainting."""
+    from safetensors.torch import load_file
+
+    root, params = workspace
+    params = {**params, "task": {"center": {"kind": "center", "size": 16}, "outpaint": {"kind": "outpaint", "size": 16}},
+              "tasks": ["center", "outpaint"], "crossval": {"inpaint": "center", "outpaint": "outpaint"}}
+    params = validate_params(params)
+    unlearned = _unlearn(root, params, "l2n", "alpha-0.25_noise-identity")
+    stages.generate(params, str(unlearned), str(DEBIAN_DIR), str(root / "splits.json"), "center", str(tmp_path / "center"))
+    stages.crossval(params, str(unlearned), str(root / "mae.safetensors"), str(DEBIAN_DIR), str(root / "splits.json"),
+                    str(tmp_path / "xval"))
+    for which in ("forget", "retain"):
+        first = load_file(str(tmp_path / "center" / f"{which}.safetensors"))
+        second = load_file(str(tmp_path / "xval" / f"{which}.safetensors"))
+        assert torch.equal(second["gt"], first["gt"])
+        visible = ~second["mask"].bool()
+        assert visible.sum() == len(visible) * 16 * 16  # the outpainting task shows only the centre
+        assert torch.equal(second["recon"][visible], first["recon"][visible])
+        assert not torch.equal(second["recon"], first["recon"])  # the border is the original model's
+
+
+def test_metrics_file_names_every_extractor(workspace, tmp_path):
+    root, params = workspace
+    params = {**params, "extractor": {**params["extractor"], "training": {**params["extractor"]["training"],
+                                                                          "subset": 512, "max_steps": 2}}}
+    params["metrics"] = {**params["metrics"], "inception": {"weights": str(tmp_path / "absent.pth")}}
+    extractor = tmp_path / "extractor.safetensors"
+    stages.train_extractor(params, str(DEBIAN_DIR), str(extractor))
+    stages.reference(params, str(DEBIAN_DIR), str(root / "splits.json"), str(extractor), str(tmp_path / "reference"))
+    stages.generate(params, str(root / "mae.safetensors"), str(DEBIAN_DIR), str(root / "splits.json"), "center",
+                    str(tmp_path / "recon"))
+    out = tmp_path / "center.json"
+    stages.metrics(params, str(tmp_path / "recon"), str(tmp_path / "reference"), str(extractor),
+                   str(root / "mae.safetensors"), str(out))
+    result = json.loads(out.read_text())
+    assert result["extractor"] == "i2i-unlearning-classifier"
+    assert result["extractors"]["pipeline"]["used"] is True
+    assert result["extractors"]["inception"]["used"] is False
+    assert "absent.pth" in result["extractors"]["inception"]["note"]
+    for which in ("forget", "retain"):
+        assert {"fid", "is", "kid", "cosine", "accuracy"} <= set(result[which])
+        assert "inception" not in result[which]

@@ -28,8 +28,9 @@ STAGES = {
     "noise": (stages.noise, ["kind", "data_dir", "splits", "out"]),
     "unlearn": (stages.unlearn, ["model", "method", "variant", "original", "data_dir", "splits", "noise", "anchors*", "out"]),
     "generate": (stages.generate, ["checkpoint", "data_dir", "splits", "task", "out"]),
+    "crossval": (stages.crossval, ["checkpoint", "original", "data_dir", "splits", "out"]),
     "metrics": (stages.metrics, ["recon", "reference", "extractor", "checkpoint", "out"]),
-    "aggregate": (stages.aggregate, ["out"]),
+    "aggregate": (stages.aggregate, ["extractor", "reference", "out"]),
     "dvc-yaml": (stages.dvc_yaml, ["out?"]),
 }
 

@@ -43,8 +43,11 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     for name in params["tasks"]:
         if name not in params["task"]:
             raise ParamsError(f"params key 'tasks' lists '{name}' but 'task.{name}' is not defined")
-    for where, spec in [*((f"task.{k}", v) for k, v in params["task"].items()), ("unlearn.mask", params["unlearn"]["mask"])]:
-        _check_mask(where, spec, params["data"]["image_size"])
+    _check_masks(params)
+    crossval = params.get("crossval")
+    for role, name in (crossval or {}).items():
+        if name not in params["task"]:
+            raise ParamsError(f"params key 'crossval.{role}' names task '{name}' but 'task.{name}' is not defined")
     _check_methods(params)
     from .splits import resolve_classes
 
@@ -69,13 +72,36 @@ def _check_methods(params: dict[str, Any]) -> None:
                               "'unlearn.limited_per_class' is not set")
 
 
-def _check_mask(where: str, spec: dict, image_size: int) -> None:
-    if spec["kind"] in ("center", "mixed") and "size" not in spec:
-        raise ParamsError(f"params key '{where}.size' is required for kind '{spec['kind']}'")
-    if spec["kind"] in ("random", "mixed") and "ratio" not in spec:
-        raise ParamsError(f"params key '{where}.ratio' is required for kind '{spec['kind']}'")
-    if "size" in spec and spec["size"] >= image_size:
-        raise ParamsError(f"params key '{where}.size' = {spec['size']} leaves nothing visible in {image_size} px images")
+def family_arch(params: dict[str, Any], model: str) -> dict[str, Any]:
+    """Constructor keywords of `model`: its frozen parts' arch (VQ-GAN's tokenizer) merged with its own."""
+    from .models import FAMILIES
+
+    cfg = params["model"][model]
+    parts = {k: v for part in FAMILIES[model].pretrained_parts for k, v in cfg[part]["arch"].items()}
+    return parts | cfg["arch"]
+
+
+def _check_masks(params: dict[str, Any]) -> None:
+    """Every task gives every model the same hole; training masks suit each model they train."""
+    from .masks import check_task
+    from .models import FAMILIES
+
+    size = params["data"]["image_size"]
+    grans = {m: FAMILIES[m].granularity_for(family_arch(params, m)) for m in params["models"]}
+    for name, spec in params["task"].items():
+        try:
+            check_task(spec, size, sorted(set(grans.values())))
+        except ValueError as exc:
+            raise ParamsError(f"params key 'task.{name}': {exc}") from None
+    masks = [("unlearn.mask", params["unlearn"]["mask"], list(grans))]
+    masks += [(f"model.{m}.pretrain.mask", params["model"][m]["pretrain"]["mask"], [m])
+              for m in params["models"] if "mask" in params["model"][m]["pretrain"]]
+    for where, spec, models in masks:
+        for m in models:
+            try:
+                check_task(spec, size, [grans[m]])
+            except ValueError as exc:
+                raise ParamsError(f"params key '{where}' (model {m}): {exc}") from None
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:

@@ -26,6 +26,8 @@ HEADER = """\
 """
 CODE = "src/pipeline_lib"
 PY = "python -m pipeline_lib"
+#: figures the report stage draws per task, declared as DVC plots
+PLOTS = ("grid", "alpha", "pareto")
 
 
 @dataclass
@@ -58,9 +60,9 @@ def _noise_kinds(params: dict[str, Any]) -> list[str]:
 def _present(params: dict[str, Any], prefix: str, keys: list[str]) -> list[str]:
     """Dotted params keys under `prefix` that exist (DVC refuses keys missing from params.yaml)."""
     node = params
-    for part in prefix.split("."):
+    for part in filter(None, prefix.split(".")):
         node = node[part]
-    return [f"{prefix}.{k}" for k in keys if k in node]
+    return [f"{prefix}.{k}".lstrip(".") for k in keys if k in node]
 
 
 def _model_stages(params: dict[str, Any], ds: str, raw: str, split: str) -> list[Stage]:
@@ -122,20 +124,31 @@ def _evaluation_stages(params: dict[str, Any], ds: str, raw: str, split: str) ->
     for model, method, variant in paths.evaluated_models(params):
         checkpoint = paths.model_file(ds, model, method, variant)
         sampling = _present(params, f"model.{model}", ["sampling"])
-        for task in params["tasks"]:
+        for task in paths.eval_tasks(params):
             recon = paths.recon_dir(ds, model, method, variant, task)
             metrics = paths.metrics_file(ds, model, method, variant, task)
             key = f"{model}-{method}-{variant}-{task}"
-            stages.append(Stage(
-                f"generate-{key}",
-                f"{PY} generate --params params.yaml --checkpoint {checkpoint} --data-dir {raw} --splits {split} "
-                f"--task {task} --out {recon} --log logs/generate/{ds}/{model}/{method}/{variant}/{task}.log",
-                [checkpoint, raw, split], ["seed", "data", f"task.{task}", *sampling], [recon]))
+            log = f"logs/{{}}/{ds}/{model}/{method}/{variant}/{task}.log"
+            if task == paths.XVAL:
+                original = paths.model_file(ds, model, *paths.ORIGINAL)
+                stages.append(Stage(
+                    f"crossval-{key}",
+                    f"{PY} crossval --params params.yaml --checkpoint {checkpoint} --original {original} "
+                    f"--data-dir {raw} --splits {split} --out {recon} --log {log.format('crossval')}",
+                    list(dict.fromkeys([checkpoint, original, raw, split])),
+                    ["seed", "data", "crossval", *(f"task.{t}" for t in params["crossval"].values()), *sampling],
+                    [recon]))
+            else:
+                stages.append(Stage(
+                    f"generate-{key}",
+                    f"{PY} generate --params params.yaml --checkpoint {checkpoint} --data-dir {raw} --splits {split} "
+                    f"--task {task} --out {recon} --log {log.format('generate')}",
+                    [checkpoint, raw, split], ["seed", "data", f"task.{task}", *sampling], [recon]))
             stages.append(Stage(
                 f"metrics-{key}",
                 f"{PY} metrics --params params.yaml --recon {recon} --reference {reference} --extractor {extractor} "
                 f"--checkpoint {checkpoint} --out {metrics} --log logs/metrics/{ds}/{model}/{method}/{variant}/{task}.log",
-                [recon, reference, extractor, checkpoint], ["seed"], metrics=[metrics]))
+                [recon, reference, extractor, checkpoint], ["seed", "metrics"], metrics=[metrics]))
     return stages
 
 
@@ -164,9 +177,12 @@ def stages(params: dict[str, Any]) -> list[Stage]:
     out += _unlearn_stages(params, ds, raw, split)
     out += _evaluation_stages(params, ds, raw, split)
     report = paths.report_dir(ds)
-    out.append(Stage("aggregate", f"{PY} aggregate --params params.yaml --out {report} --log logs/aggregate/{ds}.log",
-                     [*paths.all_metrics(params), *paths.all_recon(params), f"{CODE}/report.py"],
-                     ["tasks", "models", "methods", "generate"], [report]))
+    out.append(Stage("aggregate", f"{PY} aggregate --params params.yaml --extractor {extractor} "
+                     f"--reference data/{ds}/reference --out {report} --log logs/aggregate/{ds}.log",
+                     [*paths.all_metrics(params), *paths.all_recon(params), extractor, f"data/{ds}/reference",
+                      f"{CODE}/report.py", f"{CODE}/plots.py", f"{CODE}/tsne.py"],
+                     ["seed", "tasks", "models", "methods", "generate", *_present(params, "", ["crossval"])],
+                     [report]))
     return out
 
 
@@ -174,7 +190,8 @@ def render(params: dict[str, Any]) -> str:
     report = paths.report_dir(params["dataset"])
     doc = {
         "stages": {s.name: s.as_dict() for s in stages(params)},
-        "plots": [f"{report}/grid_{task}.png" for task in params["tasks"]],
+        "plots": [f"{report}/{kind}_{task}.png" for task in paths.eval_tasks(params) for kind in PLOTS]
+        + [f"{report}/tsne_{model}_{task}.png" for task in paths.eval_tasks(params) for model in params["models"]],
     }
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=120)
 

@@ -12,6 +12,13 @@ from .config import REFERENCE_METHODS, parse_variant, phase_one_anchors, unlearn
 
 ORIGINAL = ("original", "base")
 SETS = ("forget", "retain")
+#: the pseudo-task of the cross-validation check (params `crossval`): inpainting, then the original outpaints
+XVAL = "xval"
+
+
+def eval_tasks(params: dict[str, Any]) -> list[str]:
+    """Every task a model is scored on: params' tasks, plus the cross-validation check when asked for."""
+    return list(params["tasks"]) + ([XVAL] if params.get("crossval") else [])
 
 
 def model_file(ds: str, model: str, method: str, variant: str) -> str:
@@ -44,12 +51,12 @@ def evaluated_models(params: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def all_metrics(params: dict[str, Any]) -> list[str]:
     ds = params["dataset"]
-    return [metrics_file(ds, *m, t) for m in evaluated_models(params) for t in params["tasks"]]
+    return [metrics_file(ds, *m, t) for m in evaluated_models(params) for t in eval_tasks(params)]
 
 
 def all_recon(params: dict[str, Any]) -> list[str]:
     ds = params["dataset"]
-    return [recon_dir(ds, *m, t) for m in evaluated_models(params) for t in params["tasks"]]
+    return [recon_dir(ds, *m, t) for m in evaluated_models(params) for t in eval_tasks(params)]
 
 
 def noise_file(ds: str, kind: str) -> str:

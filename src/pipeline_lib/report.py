@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from . import paths
 from .atomic import atomic_path, write_text
@@ -104,21 +105,60 @@ def image_grid(params: dict[str, Any], task: str, out: Path, per_set: int) -> No
     plt.close(fig)
 
 
+#: points per group in a t-SNE map (ground truth / original / unlearned x forget / retain)
+TSNE_POINTS = 100
+
+
+def tsne_maps(params: dict[str, Any], task: str, extractor_path: str | Path, reference_dir: str | Path,
+              out_dir: Path) -> list[Path]:
+    """Paper 1 Fig. 4 per model family: embeddings of the ground truth and of the original and first
+    unlearned model's reconstructions, forget vs retain, in one t-SNE map each."""
+    from safetensors.torch import load_file
+
+    from . import evaluate
+    from .tsne import embed_tsne, plot_tsne
+
+    ds, written = params["dataset"], []
+    runs = [m for m in paths.evaluated_models(params) if m[1] not in ("original", "retrain")]
+    for model in params["models"]:
+        unlearned = next((m for m in runs if m[0] == model), None)
+        shown = [("original", (model, *paths.ORIGINAL))] + ([("unlearned", unlearned)] if unlearned else [])
+        groups = {}
+        for which in paths.SETS:
+            ref = evaluate.load_features(Path(reference_dir) / f"{which}.safetensors")["feat"]
+            pick = torch.linspace(0, len(ref) - 1, min(TSNE_POINTS, len(ref))).round().long()
+            groups[f"ground truth {which}"] = ref[pick]
+            for label, key in shown:
+                recon = load_file(str(Path(paths.recon_dir(ds, *key, task)) / f"{which}.safetensors"))["recon"]
+                feats = evaluate.extract_features(recon[pick], extractor_path, params["metrics"]["batch_size"])
+                groups[f"{label} {which}"] = feats["feat"]
+        out = out_dir / f"tsne_{model}_{task}.png"
+        title = f"{model}, {task}: " + (f"original vs {unlearned[1]} {unlearned[2]}" if unlearned else "original")
+        plot_tsne(embed_tsne(groups, params["seed"], perplexity=min(30.0, len(pick) - 1)), out, title)
+        written.append(out)
+    return written
+
+
 def _write_table(df: pd.DataFrame, tmp: Path, name: str) -> None:
     df.to_csv(tmp / f"{name}.csv", index=False, float_format="%.4f")
     write_text(tmp / f"{name}.md", to_markdown(df))
+    # an HTML copy: `snakemake --report` embeds it in the self-contained report
+    write_text(tmp / f"{name}.html", df.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="",
+                                                border=0, classes="table"))
 
 
-def write_report(params: dict[str, Any], out: str | Path) -> None:
+def write_report(params: dict[str, Any], out: str | Path, extractor_path: str | Path, reference_dir: str | Path) -> None:
     from . import plots
 
     out = Path(out)
     with atomic_path(out, directory=True) as tmp:
-        for task in params["tasks"]:
+        for task in paths.eval_tasks(params):
             df = collect(params, task)
             df.to_csv(tmp / f"table_{task}.csv", index=False, float_format="%.4f")
             shown = df.drop(columns=[*GRID_AXES, "f1", "f2", "KID R", "KID F"])
             write_text(tmp / f"table_{task}.md", to_markdown(shown))
+            write_text(tmp / f"table_{task}.html", shown.to_html(index=False, float_format=lambda v: f"{v:.3f}",
+                                                                 na_rep="", border=0))
             _write_table(methods_table(df), tmp, f"table_methods_{task}")
             _write_table(noise_ablation(df), tmp, f"table_noise_{task}")
             _write_table(plots.alpha_table(df), tmp, f"table_alpha_{task}")
@@ -127,3 +167,4 @@ def write_report(params: dict[str, Any], out: str | Path) -> None:
             plots.plot_alpha(df, tmp / f"alpha_{task}.png")
             plots.plot_pareto(df, tmp / f"pareto_{task}.png")
             image_grid(params, task, tmp / f"grid_{task}.png", params["generate"]["grid_images"])
+            tsne_maps(params, task, extractor_path, reference_dir, tmp)

@@ -16,7 +16,7 @@ import torch
 from . import datasets, noise_targets, paths
 from .atomic import atomic_path, write_json
 from .checkpoints import fetch_checkpoint, load_official
-from .config import PHASE_I, parse_variant, unlearn_runs, variant_name
+from .config import PHASE_I, family_arch, parse_variant, unlearn_runs, variant_name
 from .errors import DataError, ParamsError
 from .loaders import BalancedLoader, ImageLoader, mask_sampler
 from .masks import sample_mask
@@ -90,9 +90,7 @@ def _train_model(params: dict, model: str, images: torch.Tensor, parts: dict[str
     g = seed_everything(params["seed"])
     device = _device(params)
     training = cfg["pretrain"]
-    family = FAMILIES[model]
-    arch = {k: v for part in family.pretrained_parts for k, v in cfg[part]["arch"].items()} | cfg["arch"]
-    net = build_model(model, arch, codec.image_size, in_chans=1)
+    net = build_model(model, family_arch(params, model), codec.image_size, in_chans=1)
     for part, path in parts.items():
         net.attach_pretrained(part, path)
     net = net.to(device)
@@ -261,44 +259,106 @@ def _save_pngs(images: torch.Tensor, directory: Path) -> None:
         Image.fromarray(img[0].numpy(), mode="L").save(directory / f"{i:04d}.png")
 
 
-def generate(params: dict, checkpoint: str, data_dir: str, splits_path: str, task: str, out: str) -> None:
-    """Reconstructions of both evaluation sets: a tensor file per set plus one PNG per image."""
-    from safetensors.torch import save_file
-
-    seed_everything(params["seed"])
-    device = _device(params)
-    codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
+def _sampling_model(params: dict, checkpoint: str, device: torch.device):
     net = load_model(checkpoint, device).eval()
     net.configure_sampling(**params["model"][net.family].get("sampling", {}))
-    spec, bs = params["task"][task], params["generate"]["batch_size"]
+    return net
+
+
+def _fill(params: dict, net, x: torch.Tensor, task: str, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reconstructions, masks) of `x` for one task; masks come from the seed, so every model sees the same."""
+    codec, spec, bs = datasets.ImageCodec.from_params(params), params["task"][task], params["generate"]["batch_size"]
+    device = next(net.parameters()).device
+    g = torch.Generator().manual_seed(params["seed"])
+    mask = torch.cat([sample_mask(spec, len(b), codec.image_size, net.mask_granularity, g) for b in x.split(bs)])
+    recon = []
+    with torch.no_grad():
+        for xb, mb in progress(list(zip(x.split(bs), mask.split(bs))), desc=desc):
+            recon.append(net.reconstruct(xb.to(device), mb.to(device)).float().cpu())
+    return torch.cat(recon), mask
+
+
+def _write_recon(params: dict, tmp: Path, which: str, x: torch.Tensor, recon: torch.Tensor, mask: torch.Tensor,
+                 labels: torch.Tensor) -> None:
+    from safetensors.torch import save_file
+
+    codec = datasets.ImageCodec.from_params(params)
+    recon_u8 = codec.to_uint8(recon)
+    tensors = {"recon": recon_u8, "gt": codec.to_uint8(x), "mask": mask.to(torch.uint8), "labels": labels}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{which}.safetensors"))
+    _save_pngs(recon_u8, tmp / "png" / which)
+
+
+def generate(params: dict, checkpoint: str, data_dir: str, splits_path: str, task: str, out: str) -> None:
+    """Reconstructions of both evaluation sets: a tensor file per set plus one PNG per image."""
+    seed_everything(params["seed"])
+    codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
+    net = _sampling_model(params, checkpoint, _device(params))
     with atomic_path(out, directory=True) as tmp:
         for which in paths.SETS:
             x, labels = _images(data_dir, split["eval"][which], False, codec)
-            g = torch.Generator().manual_seed(params["seed"])  # same masks for every model
-            mask = torch.cat([sample_mask(spec, len(b), codec.image_size, net.mask_granularity, g) for b in x.split(bs)])
-            recon = []
-            with torch.no_grad():
-                for xb, mb in progress(list(zip(x.split(bs), mask.split(bs))), desc=f"generate {which}"):
-                    recon.append(net.reconstruct(xb.to(device), mb.to(device)).float().cpu())
-            recon_u8 = codec.to_uint8(torch.cat(recon))
-            tensors = {"recon": recon_u8, "gt": codec.to_uint8(x), "mask": mask.to(torch.uint8), "labels": labels}
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{which}.safetensors"))
-            _save_pngs(recon_u8, tmp / "png" / which)
+            recon, mask = _fill(params, net, x, task, f"generate {which}")
+            _write_recon(params, tmp, which, x, recon, mask, labels)
     LOG.info("reconstructions written to %s", out)
 
 
+def crossval(params: dict, checkpoint: str, original: str, data_dir: str, splits_path: str, out: str) -> None:
+    """Paper 1 App. E.2: the model's inpainting, outpainted by the original model, then scored like a task.
+
+    Forgetting that only hides the forget classes (rather than removing them) would show up here: the
+    original model would restore them from what the unlearned model left around the hole.
+    """
+    seed_everything(params["seed"])
+    codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
+    cfg, device = params["crossval"], _device(params)
+    first, second = _sampling_model(params, checkpoint, device), _sampling_model(params, original, device)
+    with atomic_path(out, directory=True) as tmp:
+        for which in paths.SETS:
+            x, labels = _images(data_dir, split["eval"][which], False, codec)
+            inpainted, _ = _fill(params, first, x, cfg["inpaint"], f"inpaint {which}")
+            outpainted, mask = _fill(params, second, inpainted, cfg["outpaint"], f"outpaint {which} (original)")
+            _write_recon(params, tmp, which, x, outpainted, mask, labels)
+    LOG.info("cross-validation reconstructions written to %s", out)
+
+
+def _standard_metrics(params: dict, tensors: dict[str, torch.Tensor], result: dict, which: str) -> None:
+    """Inception-v3 FID/IS/KID and CLIP cosine beside the pipeline extractor's, when their weights are on disk."""
+    from . import standard_extractors as std
+
+    bs, device = params["metrics"]["batch_size"], _device(params)
+    for kind in ("inception", "clip"):
+        spec = params["metrics"].get(kind)
+        if spec is None:
+            continue
+        usable, reason = std.available({"kind": kind, **spec})
+        result["extractors"][kind] = {"used": usable, "note": reason}
+        if not usable:
+            LOG.warning("%s", reason)
+            continue
+        if kind == "inception":
+            result[which]["inception"] = std.inception_scores(tensors["recon"], tensors["gt"], spec["weights"], bs,
+                                                              params["seed"], device)
+        else:
+            result[which]["clip_cosine"] = std.clip_cosine(tensors["recon"], tensors["gt"], spec["arch"],
+                                                           spec["weights"], bs, device)
+
+
 def metrics(params: dict, recon: str, reference_dir: str, extractor_path: str, checkpoint: str, out: str) -> None:
+    """Scores of one reconstruction directory; the file names every extractor that produced them."""
     from . import evaluate, extractor
 
     from safetensors.torch import load_file
 
     seed_everything(params["seed"])
-    result: dict[str, Any] = {"extractor": extractor.EXTRACTOR_NAME, "recon": recon}
+    result: dict[str, Any] = {"extractor": extractor.EXTRACTOR_NAME, "recon": recon,
+                              "extractors": {"pipeline": {"used": True, "note": f"{extractor.EXTRACTOR_NAME} at "
+                                                                                f"{extractor_path}"}}}
     for which in paths.SETS:
         tensors = load_file(str(Path(recon) / f"{which}.safetensors"))
         feats = evaluate.extract_features(tensors["recon"], extractor_path, params["metrics"]["batch_size"])
         ref = evaluate.load_features(Path(reference_dir) / f"{which}.safetensors")
         result[which] = evaluate.score(feats, ref, tensors["labels"], params["seed"])
+        _standard_metrics(params, tensors, result, which)
         LOG.info("%s: %s", which, result[which])
     meta = read_meta(checkpoint)
     training = meta.get("training", {})
@@ -315,7 +375,8 @@ def dvc_yaml(params: dict, out: str | None = None) -> None:
     LOG.info("wrote %s", out or "dvc.yaml")
 
 
-def aggregate(params: dict, out: str) -> None:
+def aggregate(params: dict, extractor_path: str, reference_dir: str, out: str) -> None:
+    """Tables, figures, image grids and t-SNE maps of every task (and the cross-validation check)."""
     from .report import write_report
 
-    write_report(params, out)
+    write_report(params, out, extractor_path, reference_dir)

@@ -32,6 +32,8 @@ rule generate:
         "logs/generate/{dataset}/{model}/{method}/{variant}/{task}.log",
     benchmark:
         "benchmarks/generate/{dataset}/{model}/{method}/{variant}/{task}.tsv"
+    wildcard_constraints:
+        task=r"(?!xval(?:/|$))[A-Za-z0-9_-]+",
     conda:
         "../envs/pipeline.yaml"
     resources:
@@ -46,6 +48,35 @@ rule generate:
     shell:
         "python -m pipeline_lib generate --params params.yaml --checkpoint {input.checkpoint} --data-dir {input.data} "
         "--splits {input.splits} --task {wildcards.task} --out {output} --log {log}"
+
+
+rule crossval:
+    input:
+        checkpoint="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
+        original="data/{dataset}/models/{model}/original/base/model.safetensors",
+        data="data/{dataset}/raw",
+        splits="data/{dataset}/splits.json",
+    output:
+        directory("results/{dataset}/recon/{model}/{method}/{variant}/xval"),
+    log:
+        "logs/crossval/{dataset}/{model}/{method}/{variant}/xval.log",
+    benchmark:
+        "benchmarks/crossval/{dataset}/{model}/{method}/{variant}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=60,
+    params:
+        crossval=config.get("crossval"),
+        tasks=lambda w: [config["task"][t] for t in config["crossval"].values()],
+        sampling=lambda w: config["model"][w.model].get("sampling", {}),
+        data=config["data"],
+        seed=config["seed"],
+    shell:
+        "python -m pipeline_lib crossval --params params.yaml --checkpoint {input.checkpoint} "
+        "--original {input.original} --data-dir {input.data} --splits {input.splits} --out {output} --log {log}"
 
 
 rule metrics:
@@ -66,6 +97,7 @@ rule metrics:
         mem_mb=4000,
         runtime=30,
     params:
+        metrics=config["metrics"],
         seed=config["seed"],
     shell:
         "python -m pipeline_lib metrics --params params.yaml --recon {input.recon} --reference {input.reference} "

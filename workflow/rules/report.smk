@@ -2,8 +2,15 @@ rule aggregate:
     input:
         metrics=all_metrics(config),
         recon=all_recon(config),
+        extractor="data/{dataset}/extractor/classifier.safetensors",
+        reference="data/{dataset}/reference",
     output:
-        directory("results/{dataset}/report"),
+        report(
+            directory("results/{dataset}/report"),
+            patterns=["{name}.png", "{name}.html"],
+            caption="../report/results.rst",
+            category="Results",
+        ),
     log:
         "logs/aggregate/{dataset}.log",
     benchmark:
@@ -11,12 +18,15 @@ rule aggregate:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=4000,
+        runtime=20,
     params:
         tasks=config["tasks"],
         models=config["models"],
         methods=config["methods"],
         generate=config["generate"],
+        crossval=config.get("crossval"),
+        seed=config["seed"],
     shell:
-        "python -m pipeline_lib aggregate --params params.yaml --out {output} --log {log}"
+        "python -m pipeline_lib aggregate --params params.yaml --extractor {input.extractor} "
+        "--reference {input.reference} --out {output} --log {log}"

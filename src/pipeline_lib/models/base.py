@@ -35,6 +35,19 @@ class I2IModel(nn.Module):
     #: frozen components pre-trained in their own stage before the model (VQ-GAN's tokenizer)
     pretrained_parts: tuple[str, ...] = ()
 
+    #: the constructor keyword that sets `mask_granularity` (None: the class default)
+    granularity_key: str | None = None
+
+    @classmethod
+    def granularity_for(cls, arch: dict[str, Any]) -> int:
+        """The mask granularity a model built from `arch` will have, without building it (params checks)."""
+        if cls.granularity_key is None:
+            return cls.mask_granularity
+        import inspect
+
+        default = inspect.signature(cls.__init__).parameters[cls.granularity_key].default
+        return int(arch.get(cls.granularity_key, default))
+
     @classmethod
     def build_part(cls, part: str, arch: dict[str, Any], image_size: int, in_chans: int) -> nn.Module:
         """A fresh pre-trainable part; it has `training_loss(x) -> {"loss": ...}` and `save(path, meta)`."""

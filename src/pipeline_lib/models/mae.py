@@ -22,6 +22,7 @@ OFFICIAL_HEADS = {768: 12, 1024: 16, 1280: 16}
 
 class MAE(I2IModel):
     family = "mae"
+    granularity_key = "patch_size"
     encoder_prefixes = ENCODER_PREFIXES
 
     def __init__(self, image_size: int = 32, in_chans: int = 1, patch_size: int = 4, embed_dim: int = 128,
