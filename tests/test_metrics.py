@@ -164,3 +164,51 @@ def test_features_save_load_round_trip(trained, tmp_path):
     assert set(back) == set(fa) and all(torch.equal(back[k], fa[k]) for k in fa)
     with pytest.raises(DataError, match="reference stage"):
         evaluate.load_features(tmp_path / "ref" / "retain.safetensors")
+
+
+# --- KID ----------------------------------------------------------------------------------------------------
+
+def test_kid_is_near_zero_for_a_set_with_itself_and_grows_with_the_shift(trained):
+    _, path, _ = trained
+    tshirts, labels = _eval_set(0)
+    ref = _features(tshirts, path)
+    same = evaluate.score(_features(tshirts, path), ref, labels, seed=0)
+    other_tshirts, _ = _eval_set(0, offset=N)
+    trousers, _ = _eval_set(1)
+    near = evaluate.score(_features(other_tshirts, path), ref, labels, seed=0)
+    far = evaluate.score(_features(trousers, path), ref, labels, seed=0)
+    assert far["kid"] > 0 and far["kid_std"] > 0
+    # the unbiased MMD^2 of a set with itself is slightly negative (about -4 % of the trouser score here)
+    assert abs(same["kid"]) < 0.06 * far["kid"]
+    assert abs(near["kid"]) < 0.1 * far["kid"]
+    assert all(math.isfinite(r[k]) for r in (same, near, far) for k in ("kid", "kid_std"))
+
+
+def test_kid_equals_torch_fidelity_and_is_seeded(trained):
+    _, path, _ = trained
+    a, labels = _eval_set(0)
+    b, _ = _eval_set(7)
+    fa, fb = _features(a, path), _features(b, path)
+    ours = evaluate.score(fb, fa, labels, seed=3)
+    extractor.register()
+    theirs = torch_fidelity.calculate_metrics(
+        input1=Uint8RGB(b), input2=Uint8RGB(a), kid=True, kid_subsets=100, kid_subset_size=N // 2, rng_seed=3,
+        feature_extractor=extractor.EXTRACTOR_NAME, feature_extractor_weights_path=str(path),
+        cuda=False, cache=False, verbose=False, batch_size=50, save_cpu_ram=True,
+    )
+    assert ours["kid"] > 0
+    assert ours["kid"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-4)
+    assert ours["kid_std"] == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-4)
+    again = evaluate.score(fb, fa, labels, seed=3)
+    assert (again["kid"], again["kid_std"]) == (ours["kid"], ours["kid_std"])
+    assert evaluate.score(fb, fa, labels, seed=4)["kid"] != ours["kid"]
+
+
+@pytest.mark.parametrize("n, size", [(4, 2), (48, 24), (150, 75), (900, 450), (2001, 1000), (5000, 1000)])
+def test_kid_subset_size(n, size):
+    assert evaluate.kid_subset_size(n) == size
+
+
+def test_kid_refuses_sets_too_small_for_pairs():
+    with pytest.raises(DataError, match="at least 4 images per set, got 3"):
+        evaluate.kid(torch.randn(3, 8), torch.randn(3, 8), seed=0)

@@ -1,4 +1,4 @@
-"""Scores of reconstructions against their ground truth, computed with torch-fidelity's own FID and IS code.
+"""Scores of reconstructions against their ground truth, computed with torch-fidelity's own FID, IS and KID code.
 
 Ground-truth features of each evaluation set are extracted once (the reference stage) and reused for every
 model; each reconstruction set costs one pass of the extractor.
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from . import extractor as extractor_mod
@@ -22,8 +23,14 @@ from .errors import DataError
 
 FEATURES = ["feat", "logits_unbiased"]
 
+#: KID: the mean and spread of the unbiased MMD^2 over this many random subsets of each set
+KID_SUBSETS = 100
+#: torch-fidelity's subset size, capped at half a set: our 48-900 image sets are below it, and subsets of the
+#: whole set would all be the same images (a spread of 0); the estimator is unbiased at any subset size
+KID_MAX_SUBSET = 1000
 
-class _Uint8Images(torch.utils.data.Dataset):
+
+class Uint8Images(torch.utils.data.Dataset):
     """uint8 [N, C, H, W] as torch-fidelity wants them: three channels."""
 
     def __init__(self, images: torch.Tensor):
@@ -42,7 +49,7 @@ def extract_features(images: torch.Tensor, extractor_path: str | Path, batch_siz
     fe = create_feature_extractor(extractor_mod.EXTRACTOR_NAME, FEATURES, cuda=False,
                                   feature_extractor_weights_path=str(extractor_path), verbose=False)
     # save_cpu_ram: no DataLoader workers; the images are already in memory and workers only cost start-up
-    return get_featuresdict_from_dataset(_Uint8Images(images), fe, batch_size, cuda=False, save_cpu_ram=True,
+    return get_featuresdict_from_dataset(Uint8Images(images), fe, batch_size, cuda=False, save_cpu_ram=True,
                                          verbose=False)
 
 
@@ -57,20 +64,49 @@ def load_features(path: str | Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+def kid_subset_size(n: int) -> int:
+    """KID subset size for sets of n images: half a set, at most KID_MAX_SUBSET, at least 2 (MMD needs pairs)."""
+    size = min(KID_MAX_SUBSET, n // 2)
+    if size < 2:
+        raise DataError(f"KID needs at least 4 images per set, got {n}")
+    return size
+
+
+def kid(features_1: torch.Tensor, features_2: torch.Tensor, seed: int) -> tuple[float, float]:
+    """(mean, std) of torch-fidelity's KID (cubic polynomial kernel) over KID_SUBSETS seeded subsets."""
+    size = kid_subset_size(min(len(features_1), len(features_2)))
+    out = kid_features_to_metric(features_1, features_2, kid_subsets=KID_SUBSETS, kid_subset_size=size,
+                                 rng_seed=seed, verbose=False)
+    return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD])
+
+
+def fid(features_1: torch.Tensor, features_2: torch.Tensor) -> float:
+    """torch-fidelity's Fréchet distance between two feature sets."""
+    stats = [fid_featuresdict_to_statistics({"f": f}, "f") for f in (features_1, features_2)]
+    return float(fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"])
+
+
+def inception_score(logits: torch.Tensor, seed: int) -> tuple[float, float]:
+    """(mean, std) of torch-fidelity's Inception Score over 10 seeded splits of the logits."""
+    out = isc_featuresdict_to_metric({"logits": logits}, "logits", isc_splits=10, rng_seed=seed, verbose=False)
+    return float(out["inception_score_mean"]), float(out["inception_score_std"])
+
+
 def score(recon: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], labels: torch.Tensor,
           seed: int) -> dict[str, Any]:
-    """FID and IS (torch-fidelity), mean per-image embedding cosine and classifier accuracy."""
+    """FID, IS and KID (torch-fidelity), mean per-image embedding cosine and classifier accuracy."""
     if len(recon["feat"]) != len(reference["feat"]):
         raise DataError(f"{len(recon['feat'])} reconstructions but {len(reference['feat'])} ground-truth images")
-    fid = fid_statistics_to_metric(fid_featuresdict_to_statistics(recon, "feat"),
-                                   fid_featuresdict_to_statistics(reference, "feat"), verbose=False)
-    isc = isc_featuresdict_to_metric(recon, "logits_unbiased", isc_splits=10, rng_seed=seed, verbose=False)
+    is_mean, is_std = inception_score(recon["logits_unbiased"], seed)
+    kid_mean, kid_std = kid(recon["feat"], reference["feat"], seed)
     cosine = F.cosine_similarity(recon["feat"].double(), reference["feat"].double(), dim=1, eps=1e-8)
     accuracy = (recon["logits_unbiased"].argmax(dim=1) == labels).double().mean()
     return {
-        "fid": float(fid["frechet_inception_distance"]),
-        "is": float(isc["inception_score_mean"]),
-        "is_std": float(isc["inception_score_std"]),
+        "fid": fid(recon["feat"], reference["feat"]),
+        "is": is_mean,
+        "is_std": is_std,
+        "kid": kid_mean,
+        "kid_std": kid_std,
         "cosine": float(cosine.mean()),
         "accuracy": float(accuracy),
         "images": len(labels),
