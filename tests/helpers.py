@@ -237,3 +237,16 @@ def make_project(root: Path, preset: str = "presets/smoke.yaml", dvc_yaml: bool 
     if dvc_yaml:
         run(["python", "-m", "pipeline_lib", "dvc-yaml"], root)
     return root
+
+
+class Uint8RGB(torch.utils.data.Dataset):
+    """Written here, independent of pipeline_lib: uint8 [1, H, W] images repeated to [3, H, W]."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i].repeat(3, 1, 1)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch_fidelity
 
-from helpers import base_params, codec, fashion_subset
+from helpers import Uint8RGB, base_params, codec, fashion_subset
 from pipeline_lib import evaluate, extractor, trainer
 from pipeline_lib.datasets import ImageCodec
 from pipeline_lib.errors import DataError
@@ -21,19 +21,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:User
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class Uint8RGB(torch.utils.data.Dataset):
-    """Written here, independent of pipeline_lib: uint8 [1, H, W] images repeated to [3, H, W]."""
-
-    def __init__(self, images: torch.Tensor):
-        self.images = images
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i].repeat(3, 1, 1)
 
 
 @pytest.fixture(scope="module")

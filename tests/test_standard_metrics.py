@@ -14,7 +14,7 @@ import torch_fidelity
 from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-from helpers import codec, fashion_subset
+from helpers import Uint8RGB, codec, fashion_subset
 from pipeline_lib import standard_extractors as std
 from pipeline_lib.errors import DataError
 
@@ -31,19 +31,6 @@ def _eval_set(cls: int, n: int = N) -> torch.Tensor:
     images, _ = fashion_subset(n, train=False, classes=[cls])
     c = codec()
     return c.to_uint8(c.encode(images))  # uint8 [N, 1, 32, 32]
-
-
-class _Uint8RGB(torch.utils.data.Dataset):
-    """Written here, independent of pipeline_lib: uint8 [1, H, W] images repeated to [3, H, W]."""
-
-    def __init__(self, images: torch.Tensor):
-        self.images = images
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i].repeat(3, 1, 1)
 
 
 class _RandomInception(FeatureExtractorInceptionV3):
@@ -156,7 +143,7 @@ def test_inception_scores_equal_torch_fidelity(inception_dir):
     weights = inception_dir / std.INCEPTION_FILE
     ours = std.inception_scores(trousers, tshirts, weights, batch_size=N, seed=0)
     theirs = torch_fidelity.calculate_metrics(
-        input1=_Uint8RGB(trousers), input2=_Uint8RGB(tshirts), isc=True, kid=True, isc_splits=10,
+        input1=Uint8RGB(trousers), input2=Uint8RGB(tshirts), isc=True, kid=True, isc_splits=10,
         kid_subsets=100, kid_subset_size=N // 2, rng_seed=0, feature_extractor="inception-v3-compat",
         feature_extractor_weights_path=str(weights), cuda=False, cache=False, verbose=False, batch_size=N,
         save_cpu_ram=True,
