@@ -224,3 +224,27 @@ def test_l2n_forget_target_keeps_the_forget_images_condition():
         literal = (model.encode(x, mask) - objective.teacher.encode(n, mask)).flatten(1).norm(dim=1).mean()
     assert forget.item() == pytest.approx(expected.item(), rel=1e-6)
     assert abs(forget.item() - literal.item()) > 1e-3
+
+
+def test_stochastic_encoding_is_shared_by_student_and_teacher():
+    """l2n draws diffusion's t and γ once per batch (from the loader's seed) for both networks: with the
+    student still equal to the teacher the retain term is exactly zero, at random timesteps."""
+    import copy
+
+    from pipeline_lib.methods import build_method
+
+    torch.manual_seed(0)
+    model = PaletteDiffusion(image_size=16, block_out_channels=(8, 16), norm_num_groups=4, train_timesteps=100)
+    x = torch.randn(4, 1, 16, 16)
+    a, b = model.encoding_state(x, 7), model.encoding_state(x, 7)
+    assert torch.equal(a["t"], b["t"]) and torch.equal(a["noise"], b["noise"])
+    assert not torch.equal(model.encoding_state(x, 8)["t"], a["t"])
+    mask = torch.zeros(4, 1, 16, 16, dtype=torch.bool)
+    mask[..., 4:12, 4:12] = True
+    method = build_method("l2n", model, copy.deepcopy(model), alpha=0.25, norm="l2")
+    batch = {"x_r": x, "x_f": torch.randn(4, 1, 16, 16), "mask_r": mask, "mask_f": mask,
+             "noise": torch.randn(4, 1, 16, 16), "seed": 3}
+    losses = method.loss(batch)
+    assert losses["retain"].item() == 0.0 and losses["forget"].item() > 0
+    # the encoder really depends on the drawn timestep
+    assert not torch.equal(model.encode(x, mask, **a), model.encode(x, mask))

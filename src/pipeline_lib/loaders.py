@@ -76,5 +76,6 @@ class BalancedLoader:
                 "mask_r": self.mask_fn(n),
                 "mask_f": self.mask_fn(n),
                 "noise": self.noise(x_f, self.g),
+                "seed": int(torch.randint(2**31 - 1, (1,), generator=self.g)),  # for stochastic encoders
                 "n": 2 * n,
             }

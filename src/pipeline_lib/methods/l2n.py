@@ -23,9 +23,13 @@ class L2N(UnlearningMethod):
         return self.model.encoder_parameters()
 
     def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        # a stochastic encoder (diffusion's t and γ) gets the same draw in the student and the teacher
+        seed = batch.get("seed")
+        state_r = self.model.encoding_state(batch["x_r"], seed) if seed is not None else {}
+        state_f = self.model.encoding_state(batch["x_f"], seed + 1) if seed is not None else {}
         with torch.no_grad():
-            target_r = self.teacher.encode(batch["x_r"], batch["mask_r"])
-            target_f = self.teacher.encode_noise_target(batch["noise"], batch["x_f"], batch["mask_f"])
-        retain = distance(self.model.encode(batch["x_r"], batch["mask_r"]), target_r, self.norm)
-        forget = distance(self.model.encode(batch["x_f"], batch["mask_f"]), target_f, self.norm)
+            target_r = self.teacher.encode(batch["x_r"], batch["mask_r"], **state_r)
+            target_f = self.teacher.encode_noise_target(batch["noise"], batch["x_f"], batch["mask_f"], **state_f)
+        retain = distance(self.model.encode(batch["x_r"], batch["mask_r"], **state_r), target_r, self.norm)
+        forget = distance(self.model.encode(batch["x_f"], batch["mask_f"], **state_f), target_f, self.norm)
         return {"loss": retain + self.alpha * forget, "retain": retain, "forget": forget}

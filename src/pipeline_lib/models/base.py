@@ -75,17 +75,24 @@ class I2IModel(nn.Module):
         """The parameters encoder-only methods (l2n) may train."""
         return [p for n, p in self.named_parameters() if n.startswith(self.encoder_prefixes) and p.requires_grad]
 
+    def encoding_state(self, x: torch.Tensor, seed: int) -> dict[str, Any]:
+        """Random inputs of `encode` besides the image (diffusion: timestep and noise), drawn from `seed` so a
+        student and its teacher can be given the same ones. Deterministic families have none."""
+        return {}
+
     def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Encoder features of the partial input, flattened to [B, D]: what l2n matches."""
         raise NotImplementedError
 
-    def encode_noise_target(self, noise: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def encode_noise_target(self, n: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
+                            **state: Any) -> torch.Tensor:
         """l2n's forget target E_θ0(T(n)) for the forget images `x` (paper 1, Eq. 10).
 
         By default the noise simply replaces the image; families whose encoder also sees a condition
         (diffusion, Eq. C.25) keep the forget image's condition and put the noise where the image goes.
+        `state` is what `encoding_state` drew for this batch.
         """
-        return self.encode(noise, mask)
+        return self.encode(n, mask, **state)
 
     def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The full image; pixels outside the mask are returned as given."""

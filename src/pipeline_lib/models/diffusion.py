@@ -201,9 +201,18 @@ class PaletteDiffusion(I2IModel):
         """E(T(x), x̃_t, t) with x̃_t = `noisy_target(x, t, noise)`; deterministic defaults (see module doc)."""
         return self.encode_input(self.noisy_target(x, t, noise), x, mask, t)
 
-    def encode_noise_target(self, noise: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def encode_noise_target(self, n: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
+                            t: int | torch.Tensor | None = None, **_state: Any) -> torch.Tensor:
         """Eq. C.25: the noise n replaces the noisy target x̃_f, with the forget image's condition T(x_f)."""
-        return self.encode_input(noise, x, mask)
+        return self.encode_input(n, x, mask, t)
+
+    def encoding_state(self, x: torch.Tensor, seed: int) -> dict[str, Any]:
+        """t ~ U{0..T−1} and γ ~ N(0, I) per sample, as in training (Eq. C.24): unlearning then reaches the
+        encoder at every timestep the sampler visits, not only at `encode_timestep`."""
+        g = torch.Generator().manual_seed(seed)
+        t = torch.randint(0, self._arch["train_timesteps"], (x.shape[0],), generator=g)
+        noise = torch.randn(x.shape, generator=g)
+        return {"t": t.to(x.device), "noise": noise.to(device=x.device, dtype=x.dtype)}
 
     def training_loss(self, x: torch.Tensor, mask: torch.Tensor,
                       generator: torch.Generator | None = None) -> torch.Tensor:
