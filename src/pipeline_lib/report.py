@@ -80,7 +80,9 @@ def image_grid(params: dict[str, Any], task: str, out: Path, per_set: int) -> No
 
     ds = params["dataset"]
     models = paths.evaluated_models(params)
-    columns = ["ground truth", "input"] + [f"{m} {meth}" + ("" if meth == "original" else f" {v}") for m, meth, v in models]
+    # one line per part (family, method, grid point split at "_"), so neighbouring titles never overlap
+    columns = ["ground truth", "input"] + ["\n".join([m, meth, *([] if v == "base" else v.split("_"))])
+                                            for m, meth, v in models]
     fig, axes = plt.subplots(2 * per_set, len(columns), figsize=(1.1 * len(columns), 1.1 * 2 * per_set + 0.6),
                              squeeze=False)
     for s, which in enumerate(paths.SETS):
@@ -96,7 +98,7 @@ def image_grid(params: dict[str, Any], task: str, out: Path, per_set: int) -> No
                 ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=255)
                 ax.set_xticks([]), ax.set_yticks([])
                 if s * per_set + r == 0:
-                    ax.set_title(columns[c], fontsize=7)
+                    ax.set_title(columns[c], fontsize=6)
                 if c == 0 and r == 0:
                     ax.set_ylabel(which, fontsize=8)
     fig.tight_layout()
