@@ -130,7 +130,7 @@ def test_phase_two_takes_epsilon_between_the_phase_one_runs(workspace):
     root, params = workspace
     params = {**params, "methods": {"controllable": {
         "alpha": [10.0], "eps": [0.5], "training": {**params["unlearn"]["training"], "max_steps": 6,
-                                                   "optimizer": {"name": "sgd", "lr": 0.01}}}}}
+                                                   "optimizer": {"name": "sgd", "lr": 0.00001}}}}}
     high = _unlearn(root, params, "controllable", "alpha-10.0_psi-highest")
     low = _unlearn(root, params, "controllable", "alpha-10.0_psi-lowest")
     f1_high, f1_low = (read_meta(p)["objectives"]["forget"] for p in (high, low))
