@@ -235,7 +235,7 @@ def unlearn(params: dict, model: str, method: str, variant: str, original: str, 
     student = copy.deepcopy(teacher)
     options = _method_options(method, point, grid, anchors or [])
     objective = build_method(method, student, teacher, alpha=point["alpha"], norm=cfg["norm"], **options)
-    sampler = noise_targets.sampler(point.get("noise", "identity"), noise, codec)
+    sampler = noise_targets.sampler(paths.noise_kind(variant), noise, codec)
 
     def loader(gen: torch.Generator) -> BalancedLoader:
         mask_fn = mask_sampler(cfg["mask"], codec.image_size, student.mask_granularity, gen)
@@ -321,26 +321,36 @@ def crossval(params: dict, checkpoint: str, original: str, data_dir: str, splits
     LOG.info("cross-validation reconstructions written to %s", out)
 
 
-def _standard_metrics(params: dict, tensors: dict[str, torch.Tensor], result: dict, which: str) -> None:
-    """Inception-v3 FID/IS/KID and CLIP cosine beside the pipeline extractor's, when their weights are on disk."""
+def _standard_extractors(params: dict, result: dict) -> dict[str, dict]:
+    """The standard extractors whose weights are on disk (checked once per job); each is noted in `result`."""
     from . import standard_extractors as std
 
-    bs, device = params["metrics"]["batch_size"], _device(params)
+    usable = {}
     for kind in ("inception", "clip"):
         spec = params["metrics"].get(kind)
         if spec is None:
             continue
-        usable, reason = std.available({"kind": kind, **spec})
-        result["extractors"][kind] = {"used": usable, "note": reason}
-        if not usable:
-            LOG.warning("%s", reason)
-            continue
-        if kind == "inception":
-            result[which]["inception"] = std.inception_scores(tensors["recon"], tensors["gt"], spec["weights"], bs,
-                                                              params["seed"], device)
+        ok, reason = std.available({"kind": kind, **spec})
+        result["extractors"][kind] = {"used": ok, "note": reason}
+        if ok:
+            usable[kind] = spec
         else:
-            result[which]["clip_cosine"] = std.clip_cosine(tensors["recon"], tensors["gt"], spec["arch"],
-                                                           spec["weights"], bs, device)
+            LOG.warning("%s", reason)
+    return usable
+
+
+def _standard_metrics(params: dict, usable: dict[str, dict], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Inception-v3 FID/IS/KID and CLIP cosine of one set, beside the pipeline extractor's."""
+    from . import standard_extractors as std
+
+    bs, device, out = params["metrics"]["batch_size"], _device(params), {}
+    if "inception" in usable:
+        out["inception"] = std.inception_scores(tensors["recon"], tensors["gt"], usable["inception"]["weights"], bs,
+                                                params["seed"], device)
+    if "clip" in usable:
+        out["clip_cosine"] = std.clip_cosine(tensors["recon"], tensors["gt"], usable["clip"]["arch"],
+                                             usable["clip"]["weights"], bs, device)
+    return out
 
 
 def metrics(params: dict, recon: str, reference_dir: str, extractor_path: str, checkpoint: str, out: str) -> None:
@@ -353,12 +363,13 @@ def metrics(params: dict, recon: str, reference_dir: str, extractor_path: str, c
     result: dict[str, Any] = {"extractor": extractor.EXTRACTOR_NAME, "recon": recon,
                               "extractors": {"pipeline": {"used": True, "note": f"{extractor.EXTRACTOR_NAME} at "
                                                                                 f"{extractor_path}"}}}
+    usable = _standard_extractors(params, result)
     for which in paths.SETS:
         tensors = load_file(str(Path(recon) / f"{which}.safetensors"))
         feats = evaluate.extract_features(tensors["recon"], extractor_path, params["metrics"]["batch_size"])
         ref = evaluate.load_features(Path(reference_dir) / f"{which}.safetensors")
         result[which] = evaluate.score(feats, ref, tensors["labels"], params["seed"])
-        _standard_metrics(params, tensors, result, which)
+        result[which].update(_standard_metrics(params, usable, tensors))
         LOG.info("%s: %s", which, result[which])
     meta = read_meta(checkpoint)
     training = meta.get("training", {})
