@@ -61,8 +61,7 @@ def _check_methods(params: dict[str, Any]) -> None:
     for method, grid in params["methods"].items():
         if method in REFERENCE_METHODS:
             continue
-        axes = {"sigma", "gamma", "psi", "epsilon"}  # set by the grid, not by options
-        allowed = set(option_names(method)) - axes
+        allowed = set(option_names(method)) - {*OPTION_AXES, "epsilon"}  # set by the grid, not by options
         for key in grid.get("options", {}):
             if key not in allowed:
                 raise ParamsError(f"params key 'methods.{method}.options.{key}': {method} takes no option '{key}'"
@@ -124,6 +123,8 @@ FLOAT_AXES = ("alpha", "sigma", "gamma", "eps")
 #: methods whose model is trained from scratch (the pre-training recipe), not unlearned from the original
 REFERENCE_METHODS = ("retrain",)
 PHASE_I = ("highest", "lowest")
+#: grid axes handed to the method as keywords of the same name (Phase II also gets `epsilon`, from `eps`)
+OPTION_AXES = ("sigma", "gamma", "psi")
 
 
 def variant_name(point: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ import torch
 from . import datasets, noise_targets, paths
 from .atomic import atomic_path, write_json
 from .checkpoints import fetch_checkpoint, load_official
-from .config import PHASE_I, family_arch, parse_variant, unlearn_runs, variant_name
+from .config import OPTION_AXES, PHASE_I, family_arch, parse_variant, unlearn_runs, variant_name
 from .errors import DataError, ParamsError
 from .loaders import BalancedLoader, ImageLoader, mask_sampler
 from .masks import sample_mask
@@ -197,7 +197,7 @@ def noise(params: dict, kind: str, data_dir: str, splits_path: str, out: str) ->
 def _method_options(method: str, point: dict, grid: dict, anchors: list[str]) -> dict[str, Any]:
     """build_method keywords of one grid point: its axes, the fixed options and, in Phase II, ε."""
     options = dict(grid.get("options", {}))
-    options.update({k: point[k] for k in ("sigma", "gamma", "psi") if k in point})
+    options.update({k: point[k] for k in OPTION_AXES if k in point})
     if point.get("psi") == "epsilon":
         f1 = {}
         for path in anchors:
