@@ -342,6 +342,32 @@ def test_method_options_are_checked_against_the_method():
     config.validate_params(params)
 
 
+def test_per_model_settings_are_checked_and_merged():
+    params = base_params()
+    params["methods"]["l2n"]["per_model"] = {"gan": {"training": {"epochs": 9}}}
+    _raises_naming(params, "'methods.l2n.per_model.gan'", "not a model defined under 'model'")
+    params["methods"]["l2n"]["per_model"] = {"mae": {"options": {"noise_inptu": "image"}}}
+    _raises_naming(params, "'methods.l2n.per_model.mae.options.noise_inptu'", "noise_input")
+    params["methods"]["l2n"]["per_model"] = {"mae": {"options": {"noise_input": "pixels"}}}
+    _raises_naming(params, "'methods.l2n.per_model.mae.options.noise_input'", "target, image")
+    params["methods"]["l2n"]["per_model"] = {"mae": {"training": {"epochs": 9}, "options": {"noise_input": "image"}}}
+    config.validate_params(params)
+    training, options = config.run_settings(params, "l2n", "mae")
+    assert training == {**params["unlearn"]["training"], "epochs": 9}
+    assert options == {"noise_input": "image"}
+    # what the engines compare to decide a re-run: only the named family's entry joins the method's settings
+    assert config.method_settings(params, "l2n", "mae")["per_model"] == params["methods"]["l2n"]["per_model"]["mae"]
+    assert "per_model" not in config.method_settings(params, "l2n")
+    # a family's own grid axes: its variants, and only its, change
+    params["methods"]["l2n"]["per_model"]["diffusion"] = {"alpha": [1.0, 2.0]}
+    config.validate_params(params)
+    variants = {(r["model"], r["variant"]) for r in config.unlearn_runs(params) if r["method"] == "l2n"}
+    assert ("diffusion", "alpha-2.0_noise-identity") in variants
+    assert ("mae", "alpha-2.0_noise-identity") not in variants
+    assert {v for m, v in variants if m == "mae"} == {
+        config.variant_name(p) for p in config.method_points("l2n", params["methods"]["l2n"])}
+
+
 def test_limited_retain_needs_its_size():
     params = base_params()
     params["methods"]["l2n"]["retain"] = ["real", "limited"]

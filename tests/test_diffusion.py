@@ -224,6 +224,11 @@ def test_l2n_forget_target_keeps_the_forget_images_condition():
         literal = (model.encode(x, mask) - objective.teacher.encode(n, mask)).flatten(1).norm(dim=1).mean()
     assert forget.item() == pytest.approx(expected.item(), rel=1e-6)
     assert abs(forget.item() - literal.item()) > 1e-3
+    # noise_input "image" (Algorithm 1 read literally): the noise replaces the condition too
+    image = build_method("l2n", model, objective.teacher, alpha=1.0, norm="l2", noise_input="image")
+    assert image.loss(batch)["forget"].item() == pytest.approx(literal.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="noise_input 'pixels'"):
+        build_method("l2n", model, None, alpha=1.0, norm="l2", noise_input="pixels")
 
 
 def test_stochastic_encoding_is_shared_by_student_and_teacher():

@@ -56,16 +56,27 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_methods(params: dict[str, Any]) -> None:
-    from .methods import option_names
+    from .methods import METHODS, option_names
 
     for method, grid in params["methods"].items():
         if method in REFERENCE_METHODS:
             continue
         allowed = set(option_names(method)) - {*OPTION_AXES, "epsilon"}  # set by the grid, not by options
-        for key in grid.get("options", {}):
-            if key not in allowed:
-                raise ParamsError(f"params key 'methods.{method}.options.{key}': {method} takes no option '{key}'"
-                                  f" (it takes: {', '.join(sorted(allowed)) or 'none'})")
+        scopes = [(f"methods.{method}", grid)]
+        for model, own in grid.get("per_model", {}).items():
+            if model not in params["model"]:  # a defined family left out of `models` keeps its settings
+                raise ParamsError(f"params key 'methods.{method}.per_model.{model}': '{model}' is not a model "
+                                  f"defined under 'model' ({', '.join(params['model'])})")
+            scopes.append((f"methods.{method}.per_model.{model}", own))
+        for where, scope in scopes:
+            for key in scope.get("options", {}):
+                if key not in allowed:
+                    raise ParamsError(f"params key '{where}.options.{key}': {method} takes no option '{key}'"
+                                      f" (it takes: {', '.join(sorted(allowed)) or 'none'})")
+                choices = METHODS[method].option_choices.get(key)
+                if choices and scope["options"][key] not in choices:
+                    raise ParamsError(f"params key '{where}.options.{key}' is '{scope['options'][key]}': expected "
+                                      f"one of {', '.join(choices)}")
         if "limited" in grid.get("retain", []) and "limited_per_class" not in params["unlearn"]:
             raise ParamsError(f"params key 'methods.{method}.retain' asks for 'limited' but "
                               "'unlearn.limited_per_class' is not set")
@@ -175,6 +186,14 @@ def phase_one_anchors(point: dict[str, Any]) -> list[str]:
     return [variant_name({**base, "psi": psi}) for psi in PHASE_I]
 
 
+def method_grid(params: dict[str, Any], method: str, model: str) -> dict[str, Any]:
+    """`method`'s grid on `model`: the method's axes, each replaced by `per_model.<model>.<axis>` if given
+    (paper 1 tunes α per family; the variant names say which values each family ran)."""
+    grid = params["methods"][method]
+    own = grid.get("per_model", {}).get(model, {})
+    return {**grid, **{axis: own[axis] for axis in GRID_AXES if axis in own}}
+
+
 def unlearn_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
     """Every (model, method, grid point) the experiment unlearns, in a stable order (not the references)."""
     runs = []
@@ -182,7 +201,7 @@ def unlearn_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
         for method, grid in params["methods"].items():
             if method in REFERENCE_METHODS:
                 continue
-            for point in method_points(method, grid):
+            for point in method_points(method, method_grid(params, method, model)):
                 runs.append({"model": model, "method": method, "variant": variant_name(point), **point})
     return runs
 
@@ -192,6 +211,25 @@ def training_keys(params: dict[str, Any], model: str) -> dict[str, Any]:
     return {k: v for k, v in params["model"][model].items() if k != "sampling"}
 
 
-def method_settings(params: dict[str, Any], method: str) -> dict[str, Any]:
-    """A method's fixed settings (training override, options): what all its runs read besides the grid."""
-    return {k: v for k, v in params["methods"][method].items() if k in ("training", "options")}
+def method_settings(params: dict[str, Any], method: str, model: str | None = None) -> dict[str, Any]:
+    """A method's fixed settings (training override, options) and `model`'s `per_model` entry: what the runs
+    of `method` on `model` read besides the grid (the engines re-run exactly those runs when they change)."""
+    grid = params["methods"][method]
+    out = {k: v for k, v in grid.items() if k in ("training", "options")}
+    if model is not None and model in grid.get("per_model", {}):
+        out["per_model"] = grid["per_model"][model]
+    return out
+
+
+def run_settings(params: dict[str, Any], method: str, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(training, options) of `method`'s runs on `model`.
+
+    Training: `unlearn.training`, replaced by `methods.<method>.training`, then updated key by key by
+    `methods.<method>.per_model.<model>.training`; options: the method's, updated by the per-model ones.
+    Families differ in scale (a small diffusion U-Net needs more steps than a ViT to move its encoder), so
+    one experiment can tune each family (its grid axes too: `method_grid`).
+    """
+    grid = params["methods"][method]
+    own = grid.get("per_model", {}).get(model, {})
+    training = {**grid.get("training", params["unlearn"]["training"]), **own.get("training", {})}
+    return training, {**grid.get("options", {}), **own.get("options", {})}

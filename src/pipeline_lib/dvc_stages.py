@@ -61,6 +61,8 @@ def _present(params: dict[str, Any], prefix: str, keys: list[str]) -> list[str]:
     """Dotted params keys under `prefix` that exist (DVC refuses keys missing from params.yaml)."""
     node = params
     for part in filter(None, prefix.split(".")):
+        if part not in node:
+            return []
         node = node[part]
     return [f"{prefix}.{k}".lstrip(".") for k in keys if k in node]
 
@@ -113,7 +115,8 @@ def _unlearn_stages(params: dict[str, Any], ds: str, raw: str, split: str) -> li
             f"--original {original} --data-dir {raw} --splits {split} --noise {noise}"
             f"{paths.anchor_args(ds, model, method, variant)} --out {out} --log logs/unlearn/{ds}/{model}/{method}/{variant}.log",
             [original, raw, split, noise, *anchors, f"{CODE}/methods", f"{CODE}/trainer.py"],
-            ["seed", "data", "unlearn", *_present(params, f"methods.{method}", ["training", "options"])],
+            ["seed", "data", "unlearn", *_present(params, f"methods.{method}", ["training", "options"]),
+             *_present(params, f"methods.{method}.per_model", [model])],
             [out, out.replace(".safetensors", ".json")]))
     return stages
 

@@ -16,7 +16,7 @@ import torch
 from . import datasets, noise_targets, paths
 from .atomic import atomic_path, write_json
 from .checkpoints import fetch_checkpoint, load_official
-from .config import OPTION_AXES, PHASE_I, family_arch, parse_variant, unlearn_runs, variant_name
+from .config import OPTION_AXES, PHASE_I, family_arch, parse_variant, run_settings, unlearn_runs, variant_name
 from .errors import DataError, ParamsError
 from .loaders import BalancedLoader, ImageLoader, mask_sampler
 from .masks import sample_mask
@@ -194,9 +194,9 @@ def noise(params: dict, kind: str, data_dir: str, splits_path: str, out: str) ->
     noise_targets.prepare(kind, x_f, params["noise"]["rank"], out)
 
 
-def _method_options(method: str, point: dict, grid: dict, anchors: list[str]) -> dict[str, Any]:
+def _method_options(method: str, point: dict, fixed: dict, anchors: list[str]) -> dict[str, Any]:
     """build_method keywords of one grid point: its axes, the fixed options and, in Phase II, ε."""
-    options = dict(grid.get("options", {}))
+    options = dict(fixed)
     options.update({k: point[k] for k in OPTION_AXES if k in point})
     if point.get("psi") == "epsilon":
         f1 = {}
@@ -224,8 +224,8 @@ def unlearn(params: dict, model: str, method: str, variant: str, original: str, 
     g = seed_everything(params["seed"])
     device = _device(params)
     codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
-    cfg, grid, point = params["unlearn"], params["methods"][method], parse_variant(variant)
-    training = grid.get("training", cfg["training"])
+    cfg, point = params["unlearn"], parse_variant(variant)
+    training, fixed = run_settings(params, method, model)
     retain_kind = point.get("retain", "real")
     _, train_labels = datasets.load_split(data_dir, train=True)
     retain = retain_indices(split, retain_kind, train_labels, cfg.get("limited_per_class"), params["seed"])
@@ -233,7 +233,7 @@ def unlearn(params: dict, model: str, method: str, variant: str, original: str, 
     x_r, _ = _images(data_dir, retain, True, codec)
     teacher = load_model(original, device)
     student = copy.deepcopy(teacher)
-    options = _method_options(method, point, grid, anchors or [])
+    options = _method_options(method, point, fixed, anchors or [])
     objective = build_method(method, student, teacher, alpha=point["alpha"], norm=cfg["norm"], **options)
     sampler = noise_targets.sampler(paths.noise_kind(variant), noise, codec)
 

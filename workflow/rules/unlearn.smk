@@ -23,7 +23,7 @@ rule unlearn:
         runtime=240,
     params:
         anchors=lambda w: anchor_args(w.dataset, w.model, w.method, w.variant),
-        method=lambda w: method_settings(config, w.method),
+        method=lambda w: method_settings(config, w.method, w.model),
         unlearn=config["unlearn"],
         data=config["data"],
         seed=config["seed"],

@@ -102,6 +102,8 @@ class UnlearningMethod:
     """Base objective: subclasses define which parameters move and the loss of one balanced batch."""
 
     name = ""
+    #: allowed values of options that take one of a few words (params validation names the bad key)
+    option_choices: dict[str, tuple[str, ...]] = {}
 
     def __init__(self, model: I2IModel, teacher: I2IModel | None = None, alpha: float = 0.25, norm: str = "l2"):
         self.model = model
