@@ -105,6 +105,28 @@ def test_planned_runs_give_both_engines_the_same_commands(tmp_path, preset, jobs
         assert "psi-epsilon" in order[-1] and "psi-epsilon" not in order[0]
 
 
+def test_a_stale_dvc_stage_refuses_to_run(tmp_path):
+    """Under DVC (DVC_STAGE/DVC_ROOT set) a stage whose dvc.yaml entry no longer matches params.yaml, or a
+    report stage with any stale entry, fails naming the fix; outside DVC nothing is checked."""
+    from pipeline_lib.config import load_params
+    from pipeline_lib.dvc_stages import check_current_stage, render
+    from pipeline_lib.errors import ParamsError
+
+    repo = Path(__file__).resolve().parents[1]
+    params = load_params(repo / "params.yaml")
+    (tmp_path / "dvc.yaml").write_text(render(params))
+    env = {"DVC_ROOT": str(tmp_path)}
+    stage = "unlearn-mae-l2n-alpha-0.25_noise-identity"
+    for name in (stage, "aggregate"):
+        check_current_stage(params, {**env, "DVC_STAGE": name})
+    params["methods"]["l2n"]["per_model"]["mae"] = {"training": {"epochs": 9}}
+    for name in (stage, "aggregate"):
+        with pytest.raises(ParamsError, match="dvc.yaml is stale.*python -m pipeline_lib dvc-yaml"):
+            check_current_stage(params, {**env, "DVC_STAGE": name})
+    check_current_stage(params, {**env, "DVC_STAGE": "unlearn-vqgan-l2n-alpha-1.0_noise-identity"})  # unchanged
+    check_current_stage(params, {})  # Snakemake or a hand-run stage
+
+
 def test_committed_dvc_yaml_matches_params():
     """dvc.yaml is written from params.yaml; the committed pair must agree."""
     from pipeline_lib.config import load_params
@@ -188,3 +210,28 @@ def test_changing_alpha_reruns_only_what_alpha_feeds(engines):
     for noise in ("identity", "lowrank"):
         new = f"results/fashion_mnist/metrics/mae/l2n/alpha-0.5_noise-{noise}/center.json"
         assert scores(smk)[new] == scores(dvc)[new]
+
+
+def test_a_per_model_setting_reruns_only_that_family(engines):
+    """`methods.l2n.per_model.vqgan` re-runs VQ-GAN's l2n runs and what they feed, nothing else; with a
+    dvc.yaml not regenerated after adding the key, `dvc repro` fails in the report stage (which tracks all
+    of params.yaml) instead of leaving the old results looking current."""
+    smk, dvc = engines["smk"], engines["dvc"]
+    for root in (smk, dvc):
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        params["methods"]["l2n"]["per_model"] = {"vqgan": {"training": {"epochs": 2}}}
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dry = run(["snakemake", "--profile", "profiles/local", "-n"], smk)
+    assert snakemake_jobs(dry) == ALPHA_FED
+    model_cmds = [c for c in snakemake_commands(dry) if " aggregate " not in c]
+    assert model_cmds and all("vqgan" in c for c in model_cmds)
+
+    stale = subprocess.run(["dvc", "repro"], cwd=dvc, capture_output=True, text=True)
+    assert stale.returncode != 0 and "dvc.yaml is stale" in stale.stdout + stale.stderr
+    assert dvc_ran(stale.stdout) == {"aggregate"}
+    run(["python", "-m", "pipeline_lib", "dvc-yaml"], dvc)
+    planned = run(["dvc", "repro", "--dry"], dvc)
+    assert dvc_ran(planned) == ALPHA_FED
+    stages = re.findall(r"Running stage '([^']+)'", planned)
+    assert all("vqgan" in name for name in stages if name != "aggregate")
+

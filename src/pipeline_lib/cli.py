@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import stages
@@ -58,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     fn, args = STAGES[ns.stage]
     try:
         params = load_params(ns.params)
+        if ns.stage != "dvc-yaml":
+            from .dvc_stages import check_current_stage
+
+            check_current_stage(params, dict(os.environ))
         threads = configure_threads(params["runtime"].get("threads"))
         kwargs = {a.rstrip("?*"): getattr(ns, a.rstrip("?*")) for a in args}
         # the functions name the split file and reference directory by role

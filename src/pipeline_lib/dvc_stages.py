@@ -35,7 +35,7 @@ class Stage:
     name: str
     cmd: str
     deps: list[str]
-    params: list[str]
+    params: list[str | dict[str, None]]
     outs: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
 
@@ -184,7 +184,8 @@ def stages(params: dict[str, Any]) -> list[Stage]:
                      f"--reference data/{ds}/reference --out {report} --log logs/aggregate/{ds}.log",
                      [*paths.all_metrics(params), *paths.all_recon(params), extractor, f"data/{ds}/reference",
                       f"{CODE}/report.py", f"{CODE}/plots.py", f"{CODE}/tsne.py"],
-                     ["seed", "tasks", "models", "methods", "generate", *_present(params, "", ["crossval"])],
+                     # the whole file: any params change reaches this stage, which checks dvc.yaml is current
+                     [{"params.yaml": None}],
                      [report]))
     return out
 
@@ -201,3 +202,27 @@ def render(params: dict[str, Any]) -> str:
 
 def write(params: dict[str, Any], out: str | Path = "dvc.yaml") -> None:
     write_text(Path(out), render(params))
+
+
+def check_current_stage(params: dict[str, Any], environ: dict[str, str]) -> None:
+    """Under `dvc repro` (DVC sets DVC_STAGE and DVC_ROOT), refuse to run a stage whose dvc.yaml entry
+    differs from what params.yaml now asks for: DVC decides what to re-run from the declared params and
+    deps, so a stale entry could skip a needed run and leave an old result looking current. The report
+    stage depends on every key and compares the whole file, so no stale dvc.yaml yields a report."""
+    name, root = environ.get("DVC_STAGE"), environ.get("DVC_ROOT")
+    if not name or not root or not (Path(root) / "dvc.yaml").is_file():
+        return
+    from .errors import ParamsError
+
+    if name == "aggregate" and (Path(root) / "dvc.yaml").read_text() != render(params):
+        # it tracks all of params.yaml, so a change that a stale dvc.yaml hides from the other stages ends here
+        raise ParamsError("dvc.yaml is stale: params.yaml now asks for other stages or dependencies than it "
+                          "declares, so DVC may have skipped runs; regenerate it (python -m pipeline_lib "
+                          "dvc-yaml), then dvc repro")
+    declared = (yaml.safe_load((Path(root) / "dvc.yaml").read_text()) or {}).get("stages", {}).get(name)
+    wanted = {s.name: s.as_dict() for s in stages(params)}.get(name)
+    if declared != wanted:
+        why = "is no longer planned by params.yaml" if wanted is None else "differs from what params.yaml asks for"
+        raise ParamsError(f"dvc.yaml is stale: stage '{name}' {why}; regenerate it (python -m pipeline_lib "
+                          "dvc-yaml), then dvc repro")
+
