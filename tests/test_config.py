@@ -368,6 +368,20 @@ def test_per_model_settings_are_checked_and_merged():
         config.variant_name(p) for p in config.method_points("l2n", params["methods"]["l2n"])}
 
 
+def test_output_losses_on_a_sampler_need_the_full_output():
+    """VQ-GAN and diffusion reconstruct by sampling: an output-space loss on them must name region full."""
+    params = base_params()
+    params["methods"]["max_loss"] = {"alpha": [0.25]}
+    _raises_naming(params, "'methods.max_loss'", "'vqgan'", "methods.max_loss.per_model.vqgan.options.region: full")
+    params["methods"]["max_loss"]["per_model"] = {m: {"options": {"region": "full"}} for m in ("vqgan", "diffusion")}
+    config.validate_params(params)
+    params["methods"]["controllable"] = {"alpha": [10.0], "eps": [0.5], "options": {"space": "encoder"}}
+    config.validate_params(params)  # encoder features: no reconstruction to train through
+    params["models"] = ["mae"]  # the MAE's reconstruct is one pass
+    params["methods"]["ebu"] = {"alpha": [0.6], "sigma": [0.5], "gamma": [1.0]}
+    config.validate_params(params)
+
+
 def test_limited_retain_needs_its_size():
     params = base_params()
     params["methods"]["l2n"]["retain"] = ["real", "limited"]

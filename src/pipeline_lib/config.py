@@ -77,9 +77,33 @@ def _check_methods(params: dict[str, Any]) -> None:
                 if choices and scope["options"][key] not in choices:
                     raise ParamsError(f"params key '{where}.options.{key}' is '{scope['options'][key]}': expected "
                                       f"one of {', '.join(choices)}")
+        _check_output_region(params, method)
         if "limited" in grid.get("retain", []) and "limited_per_class" not in params["unlearn"]:
             raise ParamsError(f"params key 'methods.{method}.retain' asks for 'limited' but "
                               "'unlearn.limited_per_class' is not set")
+
+
+def _check_output_region(params: dict[str, Any], method: str) -> None:
+    """An output-space loss on the hidden region trains through `reconstruct`; a family whose reconstruct is
+    a sampler needs region "full" (its one-pass `output`). Said here, not after the first training step."""
+    import inspect
+
+    from .methods import METHODS
+    from .models import FAMILIES
+
+    defaults = {k: p.default for k, p in inspect.signature(METHODS[method].__init__).parameters.items()}
+    if "region" not in defaults:
+        return
+    for model in params["models"]:
+        _, options = run_settings(params, method, model)
+        settings = {**defaults, **options}
+        if settings.get("space", "output") != "output" or settings["region"] != "hidden":
+            continue
+        if not FAMILIES[model].trainable_reconstruct:
+            raise ParamsError(
+                f"params key 'methods.{method}': on model '{model}' its output-space loss (region 'hidden') would "
+                f"train through {model}'s reconstruct, an iterative sampler; set 'methods.{method}.per_model."
+                f"{model}.options.region: full' (the model's one-pass output)")
 
 
 def family_arch(params: dict[str, Any], model: str) -> dict[str, Any]:

@@ -32,6 +32,10 @@ class I2IModel(nn.Module):
     #: params `sampling` keys -> attributes read at generation time (changing them needs no retraining)
     sampling_keys: dict[str, str] = {}
 
+    #: whether `reconstruct` is one differentiable network pass that output-space losses can train through
+    #: (region "hidden"); iterative samplers (VQ decoding, a diffusion sampler) use `output` (region "full")
+    trainable_reconstruct: bool = True
+
     #: frozen components pre-trained in their own stage before the model (VQ-GAN's tokenizer)
     pretrained_parts: tuple[str, ...] = ()
 

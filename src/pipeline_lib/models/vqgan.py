@@ -184,6 +184,7 @@ class MaskedTokenModel(I2IModel):
     """MAGE on a frozen `VQTokenizer`: hidden 4x4 patches -> [MASK] tokens, predicted by the transformer."""
 
     family = "vqgan"
+    trainable_reconstruct = False  # iterative decoding samples tokens
     granularity_key = "downsample"
     encoder_prefixes = ENCODER_PREFIXES
     sampling_keys = {"steps": "steps", "temperature": "temperature"}
