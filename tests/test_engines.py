@@ -214,18 +214,18 @@ def test_changing_alpha_reruns_only_what_alpha_feeds(engines):
 
 
 def test_a_per_model_setting_reruns_only_that_family(engines):
-    """`methods.l2n.per_model.vqgan` re-runs VQ-GAN's l2n runs and what they feed, nothing else; with a
-    dvc.yaml not regenerated after adding the key, `dvc repro` fails in the report stage (which tracks all
-    of params.yaml) instead of leaving the old results looking current."""
+    """A new `methods.l2n.per_model.mae` entry re-runs the MAE's l2n runs and what they feed, nothing else;
+    with a dvc.yaml not regenerated after adding the key, `dvc repro` fails in the report stage (which tracks
+    all of params.yaml) instead of leaving the old results looking current."""
     smk, dvc = engines["smk"], engines["dvc"]
     for root in (smk, dvc):
         params = yaml.safe_load((root / "params.yaml").read_text())
-        params["methods"]["l2n"]["per_model"]["vqgan"]["training"] = {"epochs": 2}
+        params["methods"]["l2n"]["per_model"]["mae"] = {"training": {"epochs": 2}}
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dry = run(["snakemake", "--profile", "profiles/local", "-n"], smk)
     assert snakemake_jobs(dry) == ALPHA_FED
     model_cmds = [c for c in snakemake_commands(dry) if " aggregate " not in c]
-    assert model_cmds and all("vqgan" in c for c in model_cmds)
+    assert model_cmds and all("mae/l2n/" in c for c in model_cmds)
 
     stale = subprocess.run(["dvc", "repro"], cwd=dvc, capture_output=True, text=True)
     assert stale.returncode != 0 and "dvc.yaml is stale" in stale.stdout + stale.stderr
@@ -234,5 +234,4 @@ def test_a_per_model_setting_reruns_only_that_family(engines):
     planned = run(["dvc", "repro", "--dry"], dvc)  # a dry run lists the stages whose own deps changed
     stages = re.findall(r"Running stage '([^']+)'", planned)
     assert dvc_ran(planned) == {"unlearn", "aggregate"}
-    assert all("-vqgan-" in name for name in stages if name != "aggregate")
-
+    assert all("-mae-" in name for name in stages if name != "aggregate")
