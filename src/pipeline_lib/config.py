@@ -86,12 +86,10 @@ def _check_methods(params: dict[str, Any]) -> None:
 def _check_output_region(params: dict[str, Any], method: str) -> None:
     """An output-space loss on the hidden region trains through `reconstruct`; a family whose reconstruct is
     a sampler needs region "full" (its one-pass `output`). Said here, not after the first training step."""
-    import inspect
-
-    from .methods import METHODS
+    from .methods import option_defaults
     from .models import FAMILIES
 
-    defaults = {k: p.default for k, p in inspect.signature(METHODS[method].__init__).parameters.items()}
+    defaults = option_defaults(method)
     if "region" not in defaults:
         return
     for model in params["models"]:
@@ -210,12 +208,16 @@ def phase_one_anchors(point: dict[str, Any]) -> list[str]:
     return [variant_name({**base, "psi": psi}) for psi in PHASE_I]
 
 
+def _per_model(params: dict[str, Any], method: str, model: str | None) -> dict[str, Any]:
+    """`methods.<method>.per_model.<model>`, or {} when the family has no entry."""
+    return params["methods"][method].get("per_model", {}).get(model, {})
+
+
 def method_grid(params: dict[str, Any], method: str, model: str) -> dict[str, Any]:
     """`method`'s grid on `model`: the method's axes, each replaced by `per_model.<model>.<axis>` if given
     (paper 1 tunes α per family; the variant names say which values each family ran)."""
-    grid = params["methods"][method]
-    own = grid.get("per_model", {}).get(model, {})
-    return {**grid, **{axis: own[axis] for axis in GRID_AXES if axis in own}}
+    own = _per_model(params, method, model)
+    return {**params["methods"][method], **{axis: own[axis] for axis in GRID_AXES if axis in own}}
 
 
 def unlearn_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -238,11 +240,9 @@ def training_keys(params: dict[str, Any], model: str) -> dict[str, Any]:
 def method_settings(params: dict[str, Any], method: str, model: str | None = None) -> dict[str, Any]:
     """A method's fixed settings (training override, options) and `model`'s `per_model` entry: what the runs
     of `method` on `model` read besides the grid (the engines re-run exactly those runs when they change)."""
-    grid = params["methods"][method]
-    out = {k: v for k, v in grid.items() if k in ("training", "options")}
-    if model is not None and model in grid.get("per_model", {}):
-        out["per_model"] = grid["per_model"][model]
-    return out
+    out = {k: v for k, v in params["methods"][method].items() if k in ("training", "options")}
+    own = _per_model(params, method, model)
+    return {**out, "per_model": own} if own else out
 
 
 def run_settings(params: dict[str, Any], method: str, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -253,7 +253,6 @@ def run_settings(params: dict[str, Any], method: str, model: str) -> tuple[dict[
     Families differ in scale (a small diffusion U-Net needs more steps than a ViT to move its encoder), so
     one experiment can tune each family (its grid axes too: `method_grid`).
     """
-    grid = params["methods"][method]
-    own = grid.get("per_model", {}).get(model, {})
+    grid, own = params["methods"][method], _per_model(params, method, model)
     training = {**grid.get("training", params["unlearn"]["training"]), **own.get("training", {})}
     return training, {**grid.get("options", {}), **own.get("options", {})}

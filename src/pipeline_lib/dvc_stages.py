@@ -210,19 +210,22 @@ def check_current_stage(params: dict[str, Any], environ: dict[str, str]) -> None
     deps, so a stale entry could skip a needed run and leave an old result looking current. The report
     stage depends on every key and compares the whole file, so no stale dvc.yaml yields a report."""
     name, root = environ.get("DVC_STAGE"), environ.get("DVC_ROOT")
-    if not name or not root or not (Path(root) / "dvc.yaml").is_file():
+    path = Path(root) / "dvc.yaml" if root else None
+    if not name or path is None or not path.is_file():
         return
     from .errors import ParamsError
 
-    if name == "aggregate" and (Path(root) / "dvc.yaml").read_text() != render(params):
+    declared_text = path.read_text()
+    if name == "aggregate":
         # it tracks all of params.yaml, so a change that a stale dvc.yaml hides from the other stages ends here
-        raise ParamsError("dvc.yaml is stale: params.yaml now asks for other stages or dependencies than it "
-                          "declares, so DVC may have skipped runs; regenerate it (python -m pipeline_lib "
-                          "dvc-yaml), then dvc repro")
-    declared = (yaml.safe_load((Path(root) / "dvc.yaml").read_text()) or {}).get("stages", {}).get(name)
+        if declared_text != render(params):
+            raise ParamsError("dvc.yaml is stale: params.yaml now asks for other stages or dependencies than it "
+                              "declares, so DVC may have skipped runs; regenerate it (python -m pipeline_lib "
+                              "dvc-yaml), then dvc repro")
+        return
+    declared = (yaml.safe_load(declared_text) or {}).get("stages", {}).get(name)
     wanted = {s.name: s.as_dict() for s in stages(params)}.get(name)
     if declared != wanted:
         why = "is no longer planned by params.yaml" if wanted is None else "differs from what params.yaml asks for"
         raise ParamsError(f"dvc.yaml is stale: stage '{name}' {why}; regenerate it (python -m pipeline_lib "
                           "dvc-yaml), then dvc repro")
-

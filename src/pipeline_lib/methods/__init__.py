@@ -26,10 +26,15 @@ METHODS: dict[str, type[UnlearningMethod]] = {
 }
 
 
-def option_names(name: str) -> list[str]:
-    """Keywords a method takes besides model, teacher, alpha and norm (what params `options` may set)."""
+def option_defaults(name: str) -> dict[str, Any]:
+    """Keywords a method takes besides model, teacher, alpha and norm (what params `options` may set), with
+    their defaults."""
     params = inspect.signature(METHODS[name].__init__).parameters
-    return [p for p in params if p not in ("self", "model", "teacher", "alpha", "norm")]
+    return {k: p.default for k, p in params.items() if k not in ("self", "model", "teacher", "alpha", "norm")}
+
+
+def option_names(name: str) -> list[str]:
+    return list(option_defaults(name))
 
 
 def build_method(name: str, model, teacher, alpha: float, norm: str, **options: Any) -> UnlearningMethod:
@@ -50,4 +55,4 @@ def build_method(name: str, model, teacher, alpha: float, norm: str, **options: 
 
 __all__ = ["METHODS", "EBU", "L2N", "ControllableUnlearning", "MaxLoss", "NoisyLabel", "RandomEncoder",
            "RetainLabel", "UnlearningMethod", "build_method", "distance", "epsilon_levels", "masked_distance",
-           "option_names", "output_distance"]
+           "option_defaults", "option_names", "output_distance"]
