@@ -205,6 +205,16 @@ def test_unknown_options_are_rejected():
         build_method("gradient_ascent", *linear_pair(), alpha=0.3, norm="l2")
 
 
+def test_a_diverging_phase_ii_run_names_beta():
+    """Phase II's η ≈ β·(f1 − ε) feeds on a rising f1; the error must point at β, not only at the step size."""
+    method = build_method("controllable", *linear_pair(), alpha=1.0, norm="l2", psi="epsilon", epsilon=-1.0,
+                          beta=1e6)
+    training = {"epochs": 50, "batch_size": 2, "optimizer": {"name": "sgd", "lr": 0.1}}
+    with pytest.raises(trainer.NonFiniteLossError, match=r"beta = 1e\+06\): lower 'beta'"):
+        trainer.fit(method, [hand_batch()], training, CPU, desc="phase-ii")
+    assert "beta" not in (build_method("controllable", *linear_pair(), alpha=1.0, norm="l2").divergence_hint or "")
+
+
 # --- trained parameter sets -----------------------------------------------------------------------------
 
 def tiny_mae(seed: int = 0):

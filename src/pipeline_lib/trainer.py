@@ -32,6 +32,7 @@ class Objective(Protocol):
 
     # Optional: `backward(losses, params)` sets `p.grad` for every trained parameter instead of the default
     # `losses["loss"].backward()`; methods that combine per-loss gradients (EBU, controllable) use it.
+    # Optional: `divergence_hint`, what to change when the loss turns non-finite (default: the learning rate).
 
 
 def build_optimizer(params: list[nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
@@ -79,8 +80,8 @@ def fit(objective: Objective, loader: Iterable[dict[str, Any]], training: dict[s
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-                raise NonFiniteLossError(f"{desc}: non-finite loss at step {step + 1} ({parts}); "
-                                         f"lower the learning rate or check the inputs")
+                hint = getattr(objective, "divergence_hint", None) or "lower the learning rate or check the inputs"
+                raise NonFiniteLossError(f"{desc}: non-finite loss at step {step + 1} ({parts}); {hint}")
             optimizer.zero_grad(set_to_none=True)
             backward = getattr(objective, "backward", None)
             if backward is not None:

@@ -141,6 +141,14 @@ class ControllableUnlearning(UnlearningMethod):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return select_parameters(self.model, self.scope)
 
+    @property
+    def divergence_hint(self) -> str | None:
+        """Phase II's η ≈ β·(f1 − ε) grows with f1, so one noisy batch can feed the next: β is the first knob."""
+        if self.psi != "epsilon":
+            return None
+        return (f"Phase II's step grows with beta * (f1 - epsilon) (beta = {self.beta:g}): lower 'beta' in the "
+                f"method's options (e.g. methods.controllable.per_model.<family>.options.beta) or the learning rate")
+
     def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         if self.space == "encoder":
             with torch.no_grad():
