@@ -56,12 +56,12 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_methods(params: dict[str, Any]) -> None:
-    from .methods import METHODS, option_names
+    from .methods import METHODS, option_defaults
 
     for method, grid in params["methods"].items():
         if method in REFERENCE_METHODS:
             continue
-        allowed = set(option_names(method)) - {*OPTION_AXES, "epsilon"}  # set by the grid, not by options
+        allowed = set(option_defaults(method)) - {*OPTION_AXES, "epsilon"}  # set by the grid, not by options
         scopes = [(f"methods.{method}", grid)]
         for model, own in grid.get("per_model", {}).items():
             if model not in params["model"]:  # a defined family left out of `models` keeps its settings

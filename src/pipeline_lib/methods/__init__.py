@@ -33,10 +33,6 @@ def option_defaults(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in params.items() if k not in ("self", "model", "teacher", "alpha", "norm")}
 
 
-def option_names(name: str) -> list[str]:
-    return list(option_defaults(name))
-
-
 def build_method(name: str, model, teacher, alpha: float, norm: str, **options: Any) -> UnlearningMethod:
     """Build a registered method; `options` are the method's own keywords (e.g. sigma/gamma for EBU).
 
@@ -44,15 +40,14 @@ def build_method(name: str, model, teacher, alpha: float, norm: str, **options: 
     """
     if name not in METHODS:
         raise KeyError(f"unknown unlearning method '{name}'; known: {', '.join(METHODS)}")
-    cls = METHODS[name]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model", "teacher")]
+    accepted = ["alpha", "norm", *option_defaults(name)]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise TypeError(f"unlearning method '{name}' does not take the option(s) {', '.join(unknown)}; "
                         f"it takes {', '.join(accepted)}")
-    return cls(model, teacher, alpha=alpha, norm=norm, **options)
+    return METHODS[name](model, teacher, alpha=alpha, norm=norm, **options)
 
 
 __all__ = ["METHODS", "EBU", "L2N", "ControllableUnlearning", "MaxLoss", "NoisyLabel", "RandomEncoder",
            "RetainLabel", "UnlearningMethod", "build_method", "distance", "epsilon_levels", "masked_distance",
-           "option_defaults", "option_names", "output_distance"]
+           "option_defaults", "output_distance"]
