@@ -78,10 +78,7 @@ def setup_logging(log_file: str | os.PathLike | None) -> None:
 
 
 def progress(iterable=None, **kwargs):
-    """A tqdm bar on stderr, throttled so log files stay readable."""
-    from tqdm.auto import tqdm
+    """A bar on a terminal, periodic lines in logs (`pipeline_lib.progress`)."""
+    from .progress import progress as _progress
 
-    kwargs.setdefault("mininterval", 5.0)
-    kwargs.setdefault("file", sys.stderr)
-    kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, **kwargs)
+    return _progress(iterable, **kwargs)
