@@ -24,3 +24,4 @@ rule all:
     input:
         report_dir(DATASET),
         all_metrics(config),
+        summary_files(config),

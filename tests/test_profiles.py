@@ -38,10 +38,12 @@ def test_slurm_profile_requests_gpus_for_model_stages_only(full_project):
     assert MODEL_RULES <= set(resources)
     for rule, res in resources.items():
         if rule in MODEL_RULES:
-            assert "gpu=1" in res and "slurm_partition=gpu" in res, (rule, res)
+            assert "gpu=1" in res, (rule, res)
         else:
             assert "gpu=" not in res, (rule, res)
-        assert "slurm_account=" in res and "runtime=" in res and "mem_mb=" in res
+        # as shipped: the cluster's default partition and account, no placeholder that fails on submission
+        assert "slurm_account=" not in res and "slurm_partition=" not in res, (rule, res)
+        assert "runtime=" in res and "mem_mb=" in res
 
 
 def test_local_profile_caps_gpu_jobs(full_project):

@@ -31,8 +31,11 @@ STAGES = {
     "generate": (stages.generate, ["checkpoint", "data_dir", "splits", "task", "out"]),
     "crossval": (stages.crossval, ["checkpoint", "original", "data_dir", "splits", "out"]),
     "metrics": (stages.metrics, ["recon", "reference", "extractor", "checkpoint", "out"]),
+    "summary": (stages.summary, []),
     "aggregate": (stages.aggregate, ["extractor", "reference", "out"]),
     "dvc-yaml": (stages.dvc_yaml, ["out?"]),
+    "record": (stages.record, []),
+    "adopt": (stages.adopt, []),
 }
 
 
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     fn, args = STAGES[ns.stage]
     try:
         params = load_params(ns.params)
-        if ns.stage != "dvc-yaml":
+        if ns.stage not in ("dvc-yaml", "record", "adopt"):
             from .dvc_stages import check_current_stage
 
             check_current_stage(params, dict(os.environ))

@@ -18,6 +18,7 @@ import yaml
 from . import paths
 from .atomic import write_text
 from .config import REFERENCE_METHODS, unlearn_runs
+from .summary import summary_files
 
 HEADER = """\
 # Generated from params.yaml by `python -m pipeline_lib dvc-yaml` (`make dvc.yaml`): do not edit by hand.
@@ -151,7 +152,7 @@ def _evaluation_stages(params: dict[str, Any], ds: str, raw: str, split: str) ->
                 f"metrics-{key}",
                 f"{PY} metrics --params params.yaml --recon {recon} --reference {reference} --extractor {extractor} "
                 f"--checkpoint {checkpoint} --out {metrics} --log logs/metrics/{ds}/{model}/{method}/{variant}/{task}.log",
-                [recon, reference, extractor, checkpoint], ["seed", "metrics"], metrics=[metrics]))
+                [recon, reference, extractor, checkpoint], ["seed", "metrics"], [metrics]))
     return stages
 
 
@@ -179,6 +180,10 @@ def stages(params: dict[str, Any]) -> list[Stage]:
                          [raw, split, f"{CODE}/covariance.py"], ["data", "noise"], [noise]))
     out += _unlearn_stages(params, ds, raw, split)
     out += _evaluation_stages(params, ds, raw, split)
+    out.append(Stage("summary", f"{PY} summary --params params.yaml --log logs/summary/{ds}.log",
+                     [*paths.all_metrics(params), f"{CODE}/summary.py"],
+                     _present(params, "", ["models", "methods", "tasks", "crossval"]),
+                     metrics=summary_files(params)))
     report = paths.report_dir(ds)
     out.append(Stage("aggregate", f"{PY} aggregate --params params.yaml --extractor {extractor} "
                      f"--reference data/{ds}/reference --out {report} --log logs/aggregate/{ds}.log",

@@ -386,6 +386,28 @@ def dvc_yaml(params: dict, out: str | None = None) -> None:
     LOG.info("wrote %s", out or "dvc.yaml")
 
 
+def summary(params: dict) -> None:
+    """The numeric summary per task (metrics/<dataset>/<task>.json) that DVC diffs between commits."""
+    from .summary import write_summaries
+
+    for path in write_summaries(params):
+        LOG.info("wrote %s", path)
+
+
+def record(params: dict) -> None:
+    """Snakemake → DVC: record a finished Snakemake run's outputs in dvc.lock and the DVC cache (no recompute)."""
+    from . import sharing
+
+    sharing.record()
+
+
+def adopt(params: dict) -> None:
+    """DVC → Snakemake: after `dvc pull` (or `dvc repro`), make Snakemake accept the outputs as current."""
+    from . import sharing
+
+    sharing.adopt()
+
+
 def aggregate(params: dict, extractor_path: str, reference_dir: str, out: str) -> None:
     """Tables, figures, image grids and t-SNE maps of every task (and the cross-validation check)."""
     from .report import write_report

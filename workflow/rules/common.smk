@@ -15,6 +15,8 @@ from pipeline_lib.paths import (
     part_files,
     report_dir,
 )
+from pipeline_lib.provenance import code_version
+from pipeline_lib.summary import summary_files
 
 # Fail before any job starts: the schema first (names the bad key), then the semantic checks.
 validate(config, "../schemas/params.schema.yaml")

@@ -6,10 +6,9 @@ rule pretrain_part:
         meta="data/{dataset}/models/{model}/{part}/model.json",
     log:
         "logs/pretrain_part/{dataset}/{model}/{part}.log",
-    benchmark:
-        "benchmarks/pretrain_part/{dataset}/{model}/{part}.tsv"
     wildcard_constraints:
         part=r"tokenizer",
+    cache: True
     conda:
         "../envs/pipeline.yaml"
     threads: 2
@@ -18,6 +17,7 @@ rule pretrain_part:
         mem_mb=8000,
         runtime=240,
     params:
+        code=code_version("models", "trainer.py"),
         part=lambda w: config["model"][w.model][w.part],
         data=config["data"],
         seed=config["seed"],
@@ -35,8 +35,7 @@ rule pretrain:
         meta="data/{dataset}/models/{model}/original/base/model.json",
     log:
         "logs/pretrain/{dataset}/{model}.log",
-    benchmark:
-        "benchmarks/pretrain/{dataset}/{model}.tsv"
+    cache: True
     conda:
         "../envs/pipeline.yaml"
     threads: 2
@@ -45,6 +44,7 @@ rule pretrain:
         mem_mb=8000,
         runtime=240,
     params:
+        code=code_version("models", "trainer.py"),
         parts=lambda w: part_args(w.dataset, w.model),
         model=lambda w: training_keys(config, w.model),
         data=config["data"],
@@ -64,8 +64,7 @@ rule retrain:
         meta="data/{dataset}/models/{model}/retrain/base/model.json",
     log:
         "logs/retrain/{dataset}/{model}.log",
-    benchmark:
-        "benchmarks/retrain/{dataset}/{model}.tsv"
+    cache: True
     conda:
         "../envs/pipeline.yaml"
     threads: 2
@@ -74,6 +73,7 @@ rule retrain:
         mem_mb=8000,
         runtime=240,
     params:
+        code=code_version("models", "trainer.py"),
         parts=lambda w: part_args(w.dataset, w.model),
         model=lambda w: training_keys(config, w.model),
         data=config["data"],
@@ -91,8 +91,7 @@ rule extractor:
         meta="data/{dataset}/extractor/classifier.json",
     log:
         "logs/extractor/{dataset}.log",
-    benchmark:
-        "benchmarks/extractor/{dataset}.tsv"
+    cache: True
     conda:
         "../envs/pipeline.yaml"
     threads: 2
@@ -101,6 +100,7 @@ rule extractor:
         mem_mb=4000,
         runtime=60,
     params:
+        code=code_version("extractor.py"),
         extractor=config["extractor"],
         data=config["data"],
         seed=config["seed"],

@@ -30,3 +30,24 @@ rule aggregate:
     shell:
         "python -m pipeline_lib aggregate --params params.yaml --extractor {input.extractor} "
         "--reference {input.reference} --out {output} --log {log}"
+
+
+rule summary:
+    input:
+        all_metrics(config),
+    output:
+        summary_files(config),
+    log:
+        "logs/summary/{dataset}.log".format(dataset=DATASET),
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        tasks=config["tasks"],
+        models=config["models"],
+        methods=config["methods"],
+        crossval=config.get("crossval"),
+    shell:
+        "python -m pipeline_lib summary --params params.yaml --log {log}"
