@@ -8,8 +8,10 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 .PHONY: run test lint env data-package dvc.yaml
 
+# the run is recorded in dvc.lock and the DVC cache (no recompute), so `dvc status` is clean afterwards
 run: env data-package
 	snakemake --profile profiles/local
+	$(PY) -m pipeline_lib record
 
 test: env data-package
 	$(PY) -m pytest -q

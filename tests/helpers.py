@@ -209,14 +209,15 @@ def train_l2n_briefly(model, steps: int = 3, batch: int = 8, ratio: float = 0.75
     return objective, before, teacher_before, model.state_dict()
 
 
-PROJECT_FILES = ["Snakefile", "dvc.yaml", "workflow", "profiles", "src", "pyproject.toml", ".gitignore", "presets"]
+PROJECT_FILES = ["Snakefile", "dvc.yaml", "workflow", "profiles", "src", "pyproject.toml", ".gitignore", "presets",
+                 ".dvc", ".dvcignore"]
 
 
-def run(cmd: list[str], cwd: Path) -> str:
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
     """Run a command in `cwd`; fail the test with its output's tail when it fails."""
     import subprocess
 
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-4000:]}"
     return out
@@ -230,7 +231,9 @@ def make_project(root: Path, preset: str = "presets/smoke.yaml", dvc_yaml: bool 
     for name in PROJECT_FILES:
         src = REPO_ROOT / name
         if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            # .dvc as committed: not this checkout's local cache, temporary files or local config
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "cache",
+                                                                             "tmp", "config.local"))
         else:
             shutil.copy(src, root / name)
     shutil.copy(REPO_ROOT / preset, root / "params.yaml")

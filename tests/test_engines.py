@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,16 +16,16 @@ import yaml
 
 from helpers import make_project, run
 
-ALPHA_FED = {"unlearn", "generate", "metrics", "aggregate"}
+ALPHA_FED = {"unlearn", "generate", "metrics", "summary", "aggregate"}
 
 pytestmark = pytest.mark.engine
 
 
 def init_dvc_repo(root: Path) -> None:
+    """A git repository of the project copy; it is a DVC repository already (.dvc is committed)."""
     run(["git", "init", "-q"], root)
     run(["git", "config", "user.email", "test@example.com"], root)
     run(["git", "config", "user.name", "test"], root)
-    run(["dvc", "init", "-q"], root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "project"], root)
 
@@ -84,12 +86,13 @@ def engines(tmp_path_factory):
 
 
 @pytest.mark.parametrize("preset, jobs", [
-    # data, splits, tokenizer, 3 pretrain, extractor, reference, noise, 3 unlearn, 6 generate, 6 metrics, aggregate
-    ("params.yaml", 25),
+    # data, splits, tokenizer, 3 pretrain, extractor, reference, noise, 3 unlearn, 6 generate, 6 metrics, summary,
+    # aggregate
+    ("params.yaml", 26),
     # + 48 unlearn runs (Phase II after Phase I), 3 retrain, 54 generate and 54 metrics
-    ("presets/full.yaml", 169),
+    ("presets/full.yaml", 170),
     # 3 tokenizer/pretrain + 3 unlearn; 6 models x 7 tasks generate, 6 crossval, 48 metrics
-    ("presets/tasks.yaml", 109),
+    ("presets/tasks.yaml", 110),
 ])
 def test_planned_runs_give_both_engines_the_same_commands(tmp_path, preset, jobs):
     """The default experiment and the full preset, planned (not run) by both engines: the same commands."""
@@ -143,7 +146,7 @@ def test_committed_dvc_yaml_matches_params():
 def test_both_engines_run_the_same_commands(engines):
     smk_cmds = snakemake_commands(engines["smk_log"])
     # smoke: 3 families, a second noise target on the MAE only: 4 unlearn runs, 7 generate and 7 metrics
-    assert len(smk_cmds) == 29
+    assert len(smk_cmds) == 30
     assert smk_cmds == dvc_commands(engines["dvc"])
 
 
@@ -179,17 +182,132 @@ def test_metrics_files_name_their_extractors(engines):
 def test_snakemake_benchmarks_give_a_timing_table(engines):
     from pipeline_lib.timings import timing_table
 
-    table = timing_table(engines["smk"] / "benchmarks")
+    table = timing_table(engines["smk"] / "benchmarks", engines["smk"] / "logs")
     stages = set(table["stage"])
     assert stages == {"data", "splits", "pretrain_part", "pretrain", "extractor", "reference", "noise", "unlearn", "generate",
-                      "metrics", "aggregate", "total"}
+                      "metrics", "summary", "aggregate", "total"}
     assert (table["wall s"] > 0).all()
 
 
-def test_dvc_metrics_are_declared(engines):
-    shown = run(["dvc", "metrics", "show", "--json"], engines["dvc"])
-    assert "metrics/mae/l2n/alpha-0.25_noise-lowrank/center.json" in shown
-    assert '"fid"' in shown
+def test_dvc_metrics_are_the_numeric_summary(engines):
+    """`dvc metrics show` reads one numeric summary per task (no notes, no per-variant files)."""
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], engines["dvc"]))
+    files = shown["workspace"]["data"]
+    assert list(files) == ["metrics/fashion_mnist/center.json"]
+    summary = files["metrics/fashion_mnist/center.json"]["data"]
+    run_ = summary["mae"]["l2n"]["noise-lowrank"]
+    assert run_["alpha"] == 0.25 and run_["F"]["fid"] > 0 and 0 <= run_["F"]["accuracy"] <= 1
+
+    def leaves(node):
+        for v in node.values():
+            yield from leaves(v) if isinstance(v, dict) else [v]
+
+    assert all(isinstance(v, (int, float)) for v in leaves(summary))
+
+
+def commit_all(root: Path, message: str) -> None:
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", message], root)
+
+
+def test_a_snakemake_run_is_recorded_pushed_pulled_and_accepted_back(engines, tmp_path):
+    """Snakemake computes; `record` puts its outputs into dvc.lock without recomputing; `dvc push`; a second
+    clone `dvc pull`s, and after `adopt` Snakemake has nothing to do there. The README's sharing commands."""
+    smk = engines["smk"]
+    init_dvc_repo(smk)
+    run(["python", "-m", "pipeline_lib", "record"], smk)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], smk)
+    assert dvc_ran(run(["dvc", "repro"], smk)) == set()  # nothing recomputed
+    run(["dvc", "remote", "add", "-d", "team", str(tmp_path / "remote")], smk)
+    commit_all(smk, "default run")
+    run(["dvc", "push"], smk)
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(smk), str(clone)], tmp_path)
+    run(["dvc", "pull"], clone)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], clone)
+    run(["python", "-m", "pipeline_lib", "adopt"], clone)
+    planned = run(["snakemake", "--profile", "profiles/local", "-n"], clone)
+    assert "Nothing to be done" in planned and "missing provenance" not in planned
+    set_alpha(clone, 0.5)  # Snakemake's provenance records came along: a change re-runs exactly what it feeds
+    assert snakemake_jobs(run(["snakemake", "--profile", "profiles/local", "-n"], clone)) == ALPHA_FED
+    assert outputs(clone) == outputs(smk)
+    assert scores(clone) == scores(smk)
+
+    # the DVC-run copy: its lock and summary committed, for the metrics diff after the α change below
+    commit_all(engines["dvc"], "default run")
+
+
+def test_record_refuses_while_snakemake_has_work(engines, tmp_path):
+    root = make_project(tmp_path / "fresh")
+    init_dvc_repo(root)
+    proc = subprocess.run(["python", "-m", "pipeline_lib", "record"], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 1 and "Snakemake still has jobs to run" in proc.stderr
+    proc = subprocess.run(["python", "-m", "pipeline_lib", "adopt"], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 1 and "DVC reports stages that are not up to date" in proc.stderr
+
+
+def test_two_checkouts_compute_the_model_rules_once_through_snakemakes_cache(tmp_path):
+    """`--cache` with SNAKEMAKE_OUTPUT_CACHE: the second checkout takes the models the first one trained."""
+    env = {**os.environ, "SNAKEMAKE_OUTPUT_CACHE": str(tmp_path / "cache")}
+    (tmp_path / "cache").mkdir()  # Snakemake needs it to exist
+    targets = ["data/fashion_mnist/models/mae/original/base/model.safetensors",
+               "data/fashion_mnist/extractor/classifier.safetensors"]
+    logs = {}
+    for name in ("first", "second"):
+        root = make_project(tmp_path / name, dvc_yaml=False)
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        params["models"] = ["mae"]
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        logs[name] = run(["snakemake", "--profile", "profiles/local", "--cache", *targets], root, env=env)
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert {"pretrain", "extractor"} <= snakemake_jobs(logs["first"])
+    assert (first / "logs/pretrain/fashion_mnist/mae.log").is_file()
+    assert not (second / "logs/pretrain/fashion_mnist/mae.log").exists()  # taken from the cache, never run
+    assert not (second / "logs/extractor/fashion_mnist.log").exists()
+    for target in targets:
+        assert (first / target).read_bytes() == (second / target).read_bytes()
+
+
+def test_an_experiment_run_with_a_changed_value_shows_its_metrics(engines):
+    """`dvc exp run -S key=value` for a value inside the existing runs; `dvc exp show` lists its scores."""
+    dvc = engines["dvc"]
+    log = run(["dvc", "exp", "run", "-n", "cold", "-S", "model.vqgan.sampling.temperature=0.5"], dvc)
+    assert dvc_ran(log) == {"generate", "metrics", "summary", "aggregate"}
+    assert all("vqgan" in name for name in re.findall(r"Running stage '((?:generate|metrics)[^']+)'", log))
+    shown = run(["dvc", "exp", "show", "--json"], dvc)
+    assert '"cold"' in shown and "metrics/fashion_mnist/center.json" in shown
+    exps = json.loads(shown)
+    found = [e for commit in exps for e in (commit.get("experiments") or []) if e.get("name") == "cold"]
+    assert found, shown[:2000]
+    revs = found[0]["revs"][0]["data"]
+    assert revs["params"]["params.yaml"]["data"]["model"]["vqgan"]["sampling"]["temperature"] == 0.5
+    assert revs["metrics"]["metrics/fashion_mnist/center.json"]["data"]["vqgan"]["l2n"]
+
+
+SLURM_SKIP = None if os.geteuid() == 0 and (shutil.which("slurmctld") or shutil.which("apt-get")) else \
+    "a local SLURM cluster needs root and Debian's packages (profiles/slurm/local-cluster.sh)"
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(SLURM_SKIP is not None, reason=SLURM_SKIP or "")
+def test_the_smoke_preset_runs_on_a_real_slurm_cluster(engines, tmp_path):
+    """`snakemake --profile profiles/slurm` as shipped, on a one-node cluster (no accounting: squeue for
+    status): the same outputs and the same scores as the local engine."""
+    script = Path(__file__).resolve().parents[1] / "profiles/slurm/local-cluster.sh"
+    was_up = subprocess.run(["sinfo"], capture_output=True).returncode == 0 if shutil.which("sinfo") else False
+    run(["bash", str(script), "start"], tmp_path)
+    try:
+        root = make_project(tmp_path / "slurm", dvc_yaml=False)
+        log = run(["snakemake", "--profile", "profiles/slurm", "--slurm-status-command", "squeue",
+                   "--slurm-init-seconds-before-status-checks", "2"], root)
+        assert "sbatch" in log or "SLURM" in log, log[-3000:]
+        assert outputs(root) == outputs(engines["smk"])
+        assert scores(root) == scores(engines["smk"])
+        assert list((root / ".snakemake/slurm_logs").rglob("*.log")), "no SLURM job logs: did jobs run on SLURM?"
+    finally:
+        if not was_up:
+            subprocess.run(["bash", str(script), "stop"], capture_output=True)
 
 
 def test_changing_alpha_reruns_only_what_alpha_feeds(engines):
@@ -214,6 +332,13 @@ def test_changing_alpha_reruns_only_what_alpha_feeds(engines):
     for noise in ("identity", "lowrank"):
         new = f"results/fashion_mnist/metrics/mae/l2n/alpha-0.5_noise-{noise}/center.json"
         assert scores(smk)[new] == scores(dvc)[new]
+    # the commit before (α 0.25) against the workspace: the same rows, α and the scores moving
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD", "--json"], dvc))["metrics/fashion_mnist/center.json"]
+    assert diff["mae.l2n.noise-lowrank.alpha"] == {"old": 0.25, "new": 0.5, "diff": 0.25}
+    moved = diff["mae.l2n.noise-lowrank.F.fid"]
+    assert moved["old"] != moved["new"]
+    assert abs(moved["new"] - scores(dvc)[new]["forget"]["fid"]) < 1e-5
+    assert not any(key.startswith("mae.original.") for key in diff)  # the original did not change
 
 
 def test_a_per_model_setting_reruns_only_that_family(engines):
@@ -227,14 +352,14 @@ def test_a_per_model_setting_reruns_only_that_family(engines):
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dry = run(["snakemake", "--profile", "profiles/local", "-n"], smk)
     assert snakemake_jobs(dry) == ALPHA_FED
-    model_cmds = [c for c in snakemake_commands(dry) if " aggregate " not in c]
+    model_cmds = [c for c in snakemake_commands(dry) if " aggregate " not in c and " summary " not in c]
     assert model_cmds and all("mae/l2n/" in c for c in model_cmds)
 
     stale = subprocess.run(["dvc", "repro"], cwd=dvc, capture_output=True, text=True)
     assert stale.returncode != 0 and "dvc.yaml is stale" in stale.stdout + stale.stderr
-    assert dvc_ran(stale.stdout) == {"aggregate"}
+    assert dvc_ran(stale.stdout) <= {"summary", "aggregate"} and "aggregate" in dvc_ran(stale.stdout)
     run(["python", "-m", "pipeline_lib", "dvc-yaml"], dvc)
     planned = run(["dvc", "repro", "--dry"], dvc)  # a dry run lists the stages whose own deps changed
     stages = re.findall(r"Running stage '([^']+)'", planned)
-    assert dvc_ran(planned) == {"unlearn", "aggregate"}
-    assert all("-mae-" in name for name in stages if name != "aggregate")
+    assert dvc_ran(planned) == {"unlearn", "summary", "aggregate"}
+    assert all("-mae-" in name for name in stages if name not in ("summary", "aggregate"))

@@ -9,8 +9,9 @@ engine's finished work current for the other, and check provenance before they d
   params, inputs, code); then `dvc commit` writes the hashes into dvc.lock and the outputs into the cache,
   ready for `git commit` and `dvc push`. Nothing is recomputed.
 - `adopt` (DVC → Snakemake, e.g. after `dvc pull`): DVC must report every stage up to date (the outputs are
-  exactly what dvc.lock records for these params and this code); then `snakemake --touch` orders the file
-  times along the DAG, so Snakemake accepts the pulled outputs instead of planning every job again.
+  exactly what dvc.lock records for these params and this code); then `snakemake --touch --forceall` orders
+  the file times along the DAG and writes Snakemake's provenance record of every job, so Snakemake accepts
+  the pulled outputs instead of planning every job again, and still re-runs what a later change feeds.
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ def adopt() -> None:
         raise NotCurrent("DVC reports stages that are not up to date, so these outputs are not the recorded "
                          f"result of this params.yaml and code: {', '.join(sorted(changed)[:20])}. Run `dvc pull` "
                          "(or `dvc repro`) first.")
-    _run("snakemake", "--profile", PROFILE, "--touch", "--cores", "1", "--quiet", "all")
+    # every job, not only those whose times are out of order: each then gets Snakemake's provenance record
+    # (params, code, inputs), so a later change of params still triggers exactly the jobs it feeds
+    _run("snakemake", "--profile", PROFILE, "--touch", "--forceall", "--cores", "1", "--quiet", "all")
     pending = snakemake_pending()
     if pending:
         raise NotCurrent("after touching the outputs Snakemake still plans jobs:\n  " + "\n  ".join(pending[:20]))
