@@ -6,8 +6,10 @@ anything but tensors and plain containers.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -44,8 +46,11 @@ def fetch_checkpoint(url: str, sha256: str, dest: str | Path, timeout: float = 1
     return Path(dest)
 
 
-def load_official(family: str, path: str | Path, arch: dict) -> I2IModel:
-    """Build a model of `family` from its official checkpoint file."""
+def load_official(family: str, path: str | Path, arch: dict, **context: Any) -> I2IModel:
+    """Build a model of `family` from its official checkpoint file.
+
+    The family's `from_official` receives the params arch keys (and `context`, e.g. image_size) that its
+    signature names: what the weights cannot tell (head counts, head width, sampling steps)."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or non-weights files
@@ -55,4 +60,6 @@ def load_official(family: str, path: str | Path, arch: dict) -> I2IModel:
     cls = FAMILIES[family]
     if not hasattr(cls, "from_official"):
         raise DataError(f"model family '{family}' has no official checkpoint loader")
-    return cls.from_official(checkpoint, num_heads=arch.get("num_heads"), decoder_num_heads=arch.get("decoder_num_heads"))
+    accepted = inspect.signature(cls.from_official).parameters
+    given = {**arch, **context}
+    return cls.from_official(checkpoint, **{k: v for k, v in given.items() if k in accepted and k != "checkpoint"})

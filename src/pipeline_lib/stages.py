@@ -70,13 +70,13 @@ def _checkpoint_model(params: dict, model: str, out: str) -> None:
     download = Path(out).with_name("official.pth")
     fetch_checkpoint(ckpt["url"], ckpt["sha256"], download)
     try:
-        net = load_official(model, download, cfg["arch"])
+        net = load_official(model, download, cfg["arch"], image_size=codec.image_size)
     finally:
         download.unlink(missing_ok=True)
     if (net.image_size, net.in_chans) != (codec.image_size, 1):
         raise DataError(f"checkpoint {ckpt['url']} expects {net.in_chans}x{net.image_size}px images, "
                         f"the dataset gives 1x{codec.image_size}px")
-    save_model(net, out, {"source": ckpt["url"], "sha256": ckpt["sha256"]})
+    save_model(net, out, {"source": ckpt["url"], "sha256": ckpt["sha256"], **getattr(net, "official_meta", {})})
 
 
 def _train_images(images: torch.Tensor, training: dict) -> torch.Tensor:
