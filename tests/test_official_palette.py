@@ -115,3 +115,14 @@ def test_bad_checkpoints_are_refused_naming_the_problem(fixture, edit, message):
     edit(sd)
     with pytest.raises(DataError, match=message):
         PaletteDiffusion.from_official(sd, image_size=16, attention_head_dim=8)
+
+
+def test_sampling_options_are_checked(fixture):
+    net = PaletteDiffusion.from_official(official_checkpoint(fixture), image_size=16, attention_head_dim=8)
+    net.configure_sampling(steps=3, sampler="ddim")
+    assert net.arch()["sampler"] == "ddim" and net.sample_steps == 3
+    with pytest.raises(ValueError, match="outside"):
+        net.configure_sampling(steps=11)
+    with pytest.raises(ValueError, match="sampler 'ddpm' is not available with layout 'pipeline'"):
+        PaletteDiffusion(image_size=16, in_chans=1, block_out_channels=[8], norm_num_groups=4).configure_sampling(
+            sampler="ddpm")

@@ -86,7 +86,7 @@ class PaletteDiffusion(I2IModel):
     family = "diffusion"
     trainable_reconstruct = False  # the sampler runs the U-Net sample_steps times
     encoder_prefixes = ENCODER_PREFIXES
-    sampling_keys = {"steps": "sample_steps"}
+    sampling_keys = {"steps": "sample_steps", "sampler": "sampler"}
 
     def __init__(self, image_size: int = 32, in_chans: int = 1, block_out_channels: list[int] | tuple[int, ...] = (32, 64),
                  layers_per_block: int = 1, attention: bool = False, norm_num_groups: int = 8,
@@ -153,6 +153,16 @@ class PaletteDiffusion(I2IModel):
         kind = beta_schedule if beta_schedule in ("linear", "quad") else "linear"  # "unrecognised": from the file
         for name, value in palette_official.schedule_buffers(kind, train_timesteps, beta_start, beta_end).items():
             self.schedule.register_buffer(name, value)
+
+    def configure_sampling(self, **options: Any) -> None:
+        sampler = options.get("sampler", self.sampler)
+        if sampler not in SAMPLERS[self.layout]:
+            raise ValueError(f"sampler '{sampler}' is not available with layout '{self.layout}' "
+                             f"(available: {', '.join(SAMPLERS[self.layout])})")
+        steps = options.get("steps", self.sample_steps)
+        if not 1 <= steps <= self._arch["train_timesteps"]:
+            raise ValueError(f"sampling steps {steps} outside [1, {self._arch['train_timesteps']}]")
+        super().configure_sampling(**options)
 
     def abar_table(self) -> torch.Tensor:
         """ᾱ_t for t = 0..T−1 (Palette layout: the checkpoint's `gammas` buffer)."""
