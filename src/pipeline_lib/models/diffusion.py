@@ -72,7 +72,7 @@ from torch import nn
 from ..errors import DataError
 from ..masks import apply_mask
 from . import palette_official
-from .base import I2IModel
+from .base import I2IModel, load_state_exactly
 
 ENCODER_PREFIXES = ("unet.conv_in.", "unet.time_embedding.", "unet.down_blocks.", "unet.mid_block.")
 DECODER_PREFIXES = ("unet.up_blocks.", "unet.conv_norm_out.", "unet.conv_out.")
@@ -412,13 +412,6 @@ class PaletteDiffusion(I2IModel):
                     dropout=dropout, sampler=sampler, encode_timestep=encode_timestep, encode_seed=encode_seed)
         state = {"unet." + k: v.to(torch.float32) for k, v in weights.items()}
         state.update({"schedule." + k: v for k, v in buffers.items()})
-        own = model.state_dict()
-        wrong = [f"{k} {list(v.shape)} (expected {list(own[k].shape)})" for k, v in state.items()
-                 if k in own and v.shape != own[k].shape]
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if wrong or missing or unexpected:
-            raise DataError(f"Palette checkpoint does not fit the inferred U-Net: wrong shapes {wrong[:5]}, "
-                            f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-        model.load_state_dict(state)
+        load_state_exactly(model, state, "Palette checkpoint")
         model.official_meta = {"format": "palette", "noise_schedule": schedule}
         return model

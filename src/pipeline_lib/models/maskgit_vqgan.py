@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError
-from .base import read_weights, save_weights
+from .base import load_state_exactly, read_weights, save_weights
 
 #: MaskGIT / MAGE's published tokenizer
 OFFICIAL_ARCH = {"codebook_size": 1024, "code_dim": 256, "tokenizer_dim": 128, "ch_mult": [1, 1, 2, 2, 4],
@@ -230,12 +230,5 @@ class MaskGITVQGAN(nn.Module):
             image_size = (grid or 16) * 2 ** (levels - 1)
         model = cls(image_size=image_size, in_chans=in_chans, codebook_size=codebook_size, code_dim=code_dim,
                     tokenizer_dim=ch, ch_mult=mults, num_res_blocks=blocks)
-        own = model.state_dict()
-        wrong = [f"{k} {list(v.shape)} (expected {list(own[k].shape)})" for k, v in state.items()
-                 if k in own and v.shape != own[k].shape]
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if wrong or missing or unexpected:
-            raise DataError(f"MaskGIT VQGAN checkpoint does not match the inferred architecture: wrong shapes "
-                            f"{wrong[:5]}, missing {missing[:5]}, unexpected {unexpected[:5]}")
-        model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
+        load_state_exactly(model, state, "MaskGIT VQGAN checkpoint")
         return model.eval()
