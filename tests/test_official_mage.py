@@ -144,3 +144,25 @@ def test_token_ring_follows_the_official_box_formula():
     assert (rows.min(), rows.max()) == (64 // 16 - 1, 192 // 16)  # [a//s − 1, b//s + 1)
     assert (cols.min(), cols.max()) == (100 // 16 - 1, 150 // 16)
     assert tm.sum() == len(rows) * len(cols)
+
+
+def test_one_l2n_step_moves_the_tied_logits(model, mage):
+    from pipeline_lib.methods import build_method
+
+    net = copy.deepcopy(model)
+    teacher = copy.deepcopy(model).requires_grad_(False)
+    method = build_method("l2n", net, teacher, alpha=0.25, norm="l2")
+    params = method.trainable_parameters()
+    x = mage["x"]
+    mask = torch.zeros(2, 1, 32, 32, dtype=torch.bool)
+    mask[..., 8:24, 8:24] = True
+    batch = {"x_r": x, "mask_r": mask, "x_f": x.flip(0), "mask_f": mask, "noise": torch.rand_like(x)}
+    method.loss(batch)["loss"].backward()
+    torch.optim.SGD(params, lr=1.0).step()
+    decoder = [n for n, p in net.named_parameters() if n.startswith(("decoder_", "mlm_layer"))]
+    assert decoder and all(torch.equal(net.state_dict()[n], model.state_dict()[n]) for n in decoder)
+    hidden = torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(0))  # the same decoder features...
+    with torch.no_grad():
+        old = model.mlm_layer(hidden, model.token_emb.word_embeddings.weight)
+        new = net.mlm_layer(hidden, net.token_emb.word_embeddings.weight)
+    assert not torch.allclose(old, new)  # ...score differently: the output layer reads the trained word table

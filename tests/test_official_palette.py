@@ -126,3 +126,23 @@ def test_sampling_options_are_checked(fixture):
     with pytest.raises(ValueError, match="sampler 'ddpm' is not available with layout 'pipeline'"):
         PaletteDiffusion(image_size=16, in_chans=1, block_out_channels=[8], norm_num_groups=4).configure_sampling(
             sampler="ddpm")
+
+
+def test_one_l2n_step_on_the_official_layout_moves_only_the_encoder(fixture):
+    import copy
+
+    from pipeline_lib.methods import build_method
+
+    net = PaletteDiffusion.from_official(official_checkpoint(fixture), image_size=16, attention_head_dim=8)
+    teacher = copy.deepcopy(net).eval().requires_grad_(False)
+    method = build_method("l2n", net, teacher, alpha=0.25, norm="l2")
+    params = method.trainable_parameters()
+    x, mask = fixture["x"], fixture["mask"].bool()
+    batch = {"x_r": x, "mask_r": mask, "x_f": x.flip(0), "mask_f": mask, "noise": torch.randn_like(x), "seed": 3}
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    loss = method.loss(batch)["loss"]
+    loss.backward()
+    torch.optim.SGD(params, lr=1e-2).step()
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(("unet.conv_in", "unet.time_embedding", "unet.down_blocks", "unet.mid_block"))
+                           for k in changed)
