@@ -54,7 +54,7 @@ from ..errors import DataError
 from .base import I2IModel, read_weights, save_weights
 from . import mage_inpaint
 from .maskgit_vqgan import MaskGITVQGAN
-from .vit import Block, init_linear_and_norm
+from .vit import init_linear_and_norm, vit_block
 
 #: head counts of the published MAGE models (not recoverable from weights)
 OFFICIAL_HEADS = {768: 12, 1024: 16}
@@ -266,13 +266,13 @@ class MaskedTokenModel(I2IModel):
         self.fake_class_label, self.mask_token_label = codebook_size + fake_class_offset, vocab - 1
         # encoder
         self.token_emb = TokenEmbeddings(vocab, embed_dim, self.num_tokens + 1)
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
+        self.blocks = nn.ModuleList(vit_block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         # decoder
         self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim)
         self.decoder_pos_embed_learned = nn.Parameter(torch.zeros(1, self.num_tokens + 1, decoder_embed_dim))
         self.decoder_blocks = nn.ModuleList(
-            Block(decoder_embed_dim, decoder_num_heads, mlp_ratio) for _ in range(decoder_depth))
+            vit_block(decoder_embed_dim, decoder_num_heads, mlp_ratio) for _ in range(decoder_depth))
         self.decoder_norm = nn.LayerNorm(decoder_embed_dim, eps=1e-6)
         self.mlm_layer = MlmLayer(decoder_embed_dim, embed_dim, vocab, tied=tied_output)
         self._init_weights()
