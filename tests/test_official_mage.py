@@ -166,3 +166,8 @@ def test_one_l2n_step_moves_the_tied_logits(model, mage):
         old = model.mlm_layer(hidden, model.token_emb.word_embeddings.weight)
         new = net.mlm_layer(hidden, net.token_emb.word_embeddings.weight)
     assert not torch.allclose(old, new)  # ...score differently: the output layer reads the trained word table
+
+
+def test_fill_must_match_the_channels():
+    with pytest.raises(ValueError, match="sampling.fill has 3 value"):
+        mage_inpaint.filled(torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4, dtype=torch.bool), [0.5, 0.5, 0.5])

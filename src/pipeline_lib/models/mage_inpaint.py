@@ -55,6 +55,9 @@ def paste_mask(hole: torch.Tensor, margin: int, blur: float) -> torch.Tensor:
 
 
 def filled(x: torch.Tensor, hole: torch.Tensor, fill: list[float]) -> torch.Tensor:
+    if len(fill) != x.shape[1]:
+        raise ValueError(f"params model.vqgan.sampling.fill has {len(fill)} value(s), the images have "
+                         f"{x.shape[1]} channel(s)")
     value = torch.tensor(fill, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return torch.where(hole, value.expand_as(x), x)
 
