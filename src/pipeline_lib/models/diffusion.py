@@ -118,8 +118,12 @@ class PaletteDiffusion(I2IModel):
                           attention=attention, norm_num_groups=norm_num_groups,
                           attention_head_dim=attention_head_dim, train_timesteps=train_timesteps,
                           beta_start=beta_start, beta_end=beta_end, sample_steps=sample_steps,
-                          encode_timestep=encode_timestep, encode_seed=encode_seed, layout=layout,
-                          beta_schedule=beta_schedule, dropout=dropout, sampler=sampler)
+                          encode_timestep=encode_timestep, encode_seed=encode_seed)
+        if layout == "palette":  # recorded only there, so the pipeline layout's sidecars stay as they were
+            self._arch.update(layout=layout, beta_schedule=beta_schedule, dropout=dropout, sampler=sampler)
+        elif beta_schedule != "linear" or dropout:
+            raise ValueError("beta_schedule and dropout are options of layout 'palette' only (the pipeline layout "
+                             "is linear, without dropout)")
         self.sample_steps, self.encode_timestep, self.encode_seed = sample_steps, encode_timestep, encode_seed
         if layout == "palette":
             self._init_palette(image_size, in_chans, block_out_channels, layers_per_block, attention_head_dim,
