@@ -206,7 +206,8 @@ def official_mage_state_dict(embed_dim: int = 32, depth: int = 2, decoder_embed_
 
     Written from the official definition: BertEmbeddings token_emb (vocab K + 1000 + 1, positions L + 1,
     position_ids buffer), timm-style blocks with qkv bias, MlmLayer (fc, ln, bias), plus the unused
-    patch_embed / cls_token / pos_embed / mask_token / decoder_pos_embed / decoder_pred and a vqgan.* entry.
+    patch_embed / cls_token / pos_embed / mask_token / decoder_pos_embed / decoder_pred. No vqgan.* tokenizer:
+    with one, MaskGIT's VQGAN is loaded from it (tests/test_official_mage.py).
     """
     g = torch.Generator().manual_seed(seed)
 
@@ -218,7 +219,6 @@ def official_mage_state_dict(embed_dim: int = 32, depth: int = 2, decoder_embed_
 
     vocab, n = codebook_size + 1000 + 1, grid * grid + 1
     sd = {
-        "vqgan.quantize.embedding.weight": r(codebook_size, 4),
         "token_emb.word_embeddings.weight": r(vocab, embed_dim),
         "token_emb.position_embeddings.weight": r(n, embed_dim),
         "token_emb.LayerNorm.weight": r(embed_dim), "token_emb.LayerNorm.bias": r(embed_dim),

@@ -15,7 +15,7 @@ import torch
 
 from . import datasets, noise_targets, paths
 from .atomic import atomic_path, write_json
-from .checkpoints import fetch_checkpoint, load_official
+from .checkpoints import load_checkpoint_file, load_official, obtain_checkpoint
 from .config import OPTION_AXES, PHASE_I, family_arch, parse_variant, run_settings, unlearn_runs, variant_name
 from .errors import DataError, ParamsError
 from .loaders import BalancedLoader, ImageLoader, mask_sampler
@@ -23,6 +23,7 @@ from .masks import sample_mask
 from .methods import build_method, epsilon_levels
 from .models import FAMILIES, build_model, load_model, save_model
 from .models.base import FamilyObjective, PartObjective, read_meta
+from .models.maskgit_vqgan import MaskGITVQGAN
 from .runtime import progress, resolve_device, seed_everything
 from .splits import make_splits, retain_indices
 from .trainer import evaluate_objective, fit
@@ -64,19 +65,29 @@ def splits(params: dict, data_dir: str, out: str) -> None:
 
 
 def _checkpoint_model(params: dict, model: str, out: str) -> None:
-    """Download, verify and convert a published checkpoint named in params."""
+    """Obtain, verify and convert a published checkpoint named in params (a download is removed afterwards)."""
     cfg, codec = params["model"][model], datasets.ImageCodec.from_params(params)
     ckpt = cfg["checkpoint"]
-    download = Path(out).with_name("official.pth")
-    fetch_checkpoint(ckpt["url"], ckpt["sha256"], download)
+    key = f"model.{model}.checkpoint"
+    context: dict[str, Any] = {"image_size": codec.image_size}
+    files: list[tuple[Path, bool]] = []
     try:
-        net = load_official(model, download, cfg["arch"])
+        tok_spec = (cfg.get("tokenizer") or {}).get("checkpoint")
+        if tok_spec is not None:  # MaskGIT's VQGAN as its own file (MAGE's vqgan_jax_strongaug.ckpt)
+            files.append(obtain_checkpoint(tok_spec, Path(out).with_name("official_tokenizer.pth"),
+                                           f"model.{model}.tokenizer.checkpoint"))
+            context["tokenizer"] = MaskGITVQGAN.from_official(load_checkpoint_file(files[-1][0]))
+        files.append(obtain_checkpoint(ckpt, Path(out).with_name("official.pth"), key))
+        net = load_official(model, files[-1][0], cfg["arch"], **context)
     finally:
-        download.unlink(missing_ok=True)
+        for path, downloaded in files:
+            if downloaded:
+                path.unlink(missing_ok=True)
+    source = ckpt.get("url") or str(ckpt["path"])
     if (net.image_size, net.in_chans) != (codec.image_size, 1):
-        raise DataError(f"checkpoint {ckpt['url']} expects {net.in_chans}x{net.image_size}px images, "
+        raise DataError(f"checkpoint {source} expects {net.in_chans}x{net.image_size}px images, "
                         f"the dataset gives 1x{codec.image_size}px")
-    save_model(net, out, {"source": ckpt["url"], "sha256": ckpt["sha256"]})
+    save_model(net, out, {"source": source, "sha256": ckpt["sha256"], **getattr(net, "official_meta", {})})
 
 
 def _train_images(images: torch.Tensor, training: dict) -> torch.Tensor:

@@ -146,6 +146,19 @@ class PartObjective:
         return self.part.training_loss(batch["x"])
 
 
+def load_state_exactly(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load a converted official state dict, every key and shape accounted for; DataError naming the first few
+    wrong, missing and unexpected keys otherwise (load_state_dict's own message names torch internals)."""
+    own = module.state_dict()
+    wrong = [f"{k} {list(v.shape)} (expected {list(own[k].shape)})" for k, v in state.items()
+             if k in own and v.shape != own[k].shape]
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if wrong or missing or unexpected:
+        raise DataError(f"{what} does not match the inferred architecture: wrong shapes {wrong[:5]}, "
+                        f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
 def save_model(model: I2IModel, path: str | Path, meta: dict[str, Any] | None = None) -> None:
     """Write `path` (safetensors) and `path.json` (family, arch, meta), each atomically."""
     path = Path(path)

@@ -49,29 +49,35 @@ there is. So:
 noise (differentiable, every pixel predicted, nothing pasted). `reconstruct` runs the full DDIM sampler
 (differentiable only if the caller enables grad, and then costly).
 
-Official checkpoints: Palette's (``16_Network.pth``) uses guided-diffusion names (``cond_embed``,
-``input_blocks``, ``middle_block``, ``output_blocks``, ``out``) with a different block layout from
-diffusers' UNet2DModel (``conv_in``, ``time_embedding``, ``down_blocks``, ``mid_block``, ``up_blocks``,
-``conv_out``). A name-by-name mapping could not be verified against the real file (not reachable from
-here), and a silently wrong mapping is worse than none, so `from_official` raises `errors.DataError` naming
-both layouts.
+Official checkpoints (``layout="palette"``): Palette's ``16_Network.pth`` loads through `from_official`
+(conversion in `palette_official`). That layout follows Palette exactly rather than this module's own
+conventions: the U-Net input is ``[cond, y_in]`` with the condition cond = x·(1 − m) + m·ξ, ξ ~ N(0, 1)
+(no mask channel); the noise level fed to the sinusoidal embedding is the continuous ᾱ (Palette's γ), not
+an integer t, in training (γ ~ U[ᾱ_t, ᾱ_{t−1}], t ~ U{1..T−1}), sampling and `encode`; the schedule is the
+checkpoint's own buffers (``schedule.*``), and `reconstruct` is Palette's ancestral sampler (x̂₀ clamped to
+[−1, 1], known pixels re-pasted after every step; fewer steps than T respace the chain over an evenly spaced
+subsequence of the T levels; ``sampler: ddim`` gives the deterministic variant). The condition noise ξ is a
+fixed draw from ``encode_seed + 1`` in `encode`/`output`, and the first draw of the generator in `reconstruct`
+(Palette starts the chain from the condition itself: y_T = cond).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..errors import DataError
 from ..masks import apply_mask
-from .base import I2IModel
+from . import palette_official
+from .base import I2IModel, load_state_exactly
 
 ENCODER_PREFIXES = ("unet.conv_in.", "unet.time_embedding.", "unet.down_blocks.", "unet.mid_block.")
 DECODER_PREFIXES = ("unet.up_blocks.", "unet.conv_norm_out.", "unet.conv_out.")
-#: top-level names of a guided-diffusion / Palette U-Net state dict
-OFFICIAL_PREFIXES = ("cond_embed.", "input_blocks.", "middle_block.", "output_blocks.", "out.")
+LAYOUTS = ("pipeline", "palette")
+SAMPLERS = {"pipeline": ("ddim",), "palette": ("ddpm", "ddim")}
 #: seed of the default sampling noise (reconstruct is repeatable without a generator)
 DEFAULT_SAMPLE_SEED = 0
 
@@ -80,13 +86,14 @@ class PaletteDiffusion(I2IModel):
     family = "diffusion"
     trainable_reconstruct = False  # the sampler runs the U-Net sample_steps times
     encoder_prefixes = ENCODER_PREFIXES
-    sampling_keys = {"steps": "sample_steps"}
+    sampling_keys = {"steps": "sample_steps", "sampler": "sampler"}
 
     def __init__(self, image_size: int = 32, in_chans: int = 1, block_out_channels: list[int] | tuple[int, ...] = (32, 64),
                  layers_per_block: int = 1, attention: bool = False, norm_num_groups: int = 8,
                  attention_head_dim: int = 8, train_timesteps: int = 2000, beta_start: float = 1e-6,
                  beta_end: float = 0.01, sample_steps: int = 50, encode_timestep: int | None = None,
-                 encode_seed: int = 0):
+                 encode_seed: int = 0, layout: str = "pipeline", beta_schedule: str = "linear",
+                 dropout: float = 0.0, sampler: str | None = None):
         super().__init__()
         block_out_channels = [int(c) for c in block_out_channels]
         n = len(block_out_channels)
@@ -98,6 +105,13 @@ class PaletteDiffusion(I2IModel):
             raise ValueError(f"encode_timestep {encode_timestep} is outside [0, {train_timesteps})")
         if not 1 <= sample_steps <= train_timesteps:
             raise ValueError(f"sample_steps {sample_steps} is outside [1, {train_timesteps}]")
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown diffusion layout '{layout}' (known: {', '.join(LAYOUTS)})")
+        sampler = sampler or SAMPLERS[layout][0]
+        if sampler not in SAMPLERS[layout]:
+            raise ValueError(f"sampler '{sampler}' is not available with layout '{layout}' "
+                             f"(available: {', '.join(SAMPLERS[layout])})")
+        self.layout, self.sampler = layout, sampler
         self.image_size, self.in_chans = image_size, in_chans
         self.mask_granularity = 1
         self._arch = dict(block_out_channels=block_out_channels, layers_per_block=layers_per_block,
@@ -105,7 +119,16 @@ class PaletteDiffusion(I2IModel):
                           attention_head_dim=attention_head_dim, train_timesteps=train_timesteps,
                           beta_start=beta_start, beta_end=beta_end, sample_steps=sample_steps,
                           encode_timestep=encode_timestep, encode_seed=encode_seed)
+        if layout == "palette":  # recorded only there, so the pipeline layout's sidecars stay as they were
+            self._arch.update(layout=layout, beta_schedule=beta_schedule, dropout=dropout, sampler=sampler)
+        elif beta_schedule != "linear" or dropout:
+            raise ValueError("beta_schedule and dropout are options of layout 'palette' only (the pipeline layout "
+                             "is linear, without dropout)")
         self.sample_steps, self.encode_timestep, self.encode_seed = sample_steps, encode_timestep, encode_seed
+        if layout == "palette":
+            self._init_palette(image_size, in_chans, block_out_channels, layers_per_block, attention_head_dim,
+                               dropout, beta_schedule, train_timesteps, beta_start, beta_end)
+            return
         # attention (if asked for) only at the lowest resolution, and in the middle block
         down = ["DownBlock2D"] * n
         up = ["UpBlock2D"] * n
@@ -122,6 +145,32 @@ class PaletteDiffusion(I2IModel):
                                              beta_end=beta_end, beta_schedule="linear", clip_sample=False)
         # ᾱ_t as a float32 table (not a buffer: it is rebuilt from the arch, never saved)
         self._alphas_cumprod = self.train_scheduler.alphas_cumprod.to(torch.float32)
+
+    def _init_palette(self, image_size, in_chans, block_out_channels, layers_per_block, attention_head_dim,
+                      dropout, beta_schedule, train_timesteps, beta_start, beta_end) -> None:
+        """Palette's own U-Net and schedule buffers (float64-computed, stored float32, replaced by a checkpoint's)."""
+        from diffusers import UNet2DModel
+
+        self.unet = UNet2DModel(**palette_official.unet_config(in_chans, block_out_channels, layers_per_block,
+                                                               attention_head_dim, dropout, image_size))
+        self.schedule = nn.Module()
+        kind = beta_schedule if beta_schedule in ("linear", "quad") else "linear"  # "unrecognised": from the file
+        for name, value in palette_official.schedule_buffers(kind, train_timesteps, beta_start, beta_end).items():
+            self.schedule.register_buffer(name, value)
+
+    def configure_sampling(self, **options: Any) -> None:
+        sampler = options.get("sampler", self.sampler)
+        if sampler not in SAMPLERS[self.layout]:
+            raise ValueError(f"sampler '{sampler}' is not available with layout '{self.layout}' "
+                             f"(available: {', '.join(SAMPLERS[self.layout])})")
+        steps = options.get("steps", self.sample_steps)
+        if not 1 <= steps <= self._arch["train_timesteps"]:
+            raise ValueError(f"sampling steps {steps} outside [1, {self._arch['train_timesteps']}]")
+        super().configure_sampling(**options)
+
+    def abar_table(self) -> torch.Tensor:
+        """ᾱ_t for t = 0..T−1 (Palette layout: the checkpoint's `gammas` buffer)."""
+        return self.schedule.gammas if self.layout == "palette" else self._alphas_cumprod
 
     def arch(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in self._arch.items()}
@@ -143,7 +192,7 @@ class PaletteDiffusion(I2IModel):
         return s
 
     def _abar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return self._alphas_cumprod.to(like.device)[t].to(like.dtype).view(-1, 1, 1, 1)
+        return self.abar_table().to(like.device)[t].to(like.dtype).view(-1, 1, 1, 1)
 
     def _timesteps(self, t: int | torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
         if t is None:
@@ -164,22 +213,41 @@ class PaletteDiffusion(I2IModel):
         abar = self._abar(t, x)
         return abar.sqrt() * x + (1 - abar).sqrt() * noise
 
-    def net_input(self, y: torch.Tensor, condition: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """[mask·y + (1−mask)·condition, T(condition), mask]: what the U-Net sees."""
+    def condition_noise(self, x: torch.Tensor) -> torch.Tensor:
+        """Palette layout: ξ of the condition in `encode`/`output`, fixed per shape (from `encode_seed` + 1)."""
+        g = torch.Generator().manual_seed(self.encode_seed + 1)
+        return torch.randn(x.shape, generator=g).to(device=x.device, dtype=x.dtype)
+
+    def net_input(self, y: torch.Tensor, condition: torch.Tensor, mask: torch.Tensor,
+                  cond_noise: torch.Tensor | None = None) -> torch.Tensor:
+        """What the U-Net sees. Pipeline layout: [mask·y + (1−mask)·condition, T(condition), mask].
+        Palette layout: [condition·(1−m) + m·ξ, mask·y + (1−mask)·condition] (ξ: `cond_noise`)."""
         y_in = torch.where(mask, y, condition)
+        if self.layout == "palette":
+            xi = self.condition_noise(condition) if cond_noise is None else cond_noise
+            return torch.cat([torch.where(mask, xi, condition), y_in], dim=1)
         return torch.cat([y_in, apply_mask(condition, mask), mask.to(condition.dtype)], dim=1)
 
+    def noise_levels(self, t: int | torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+        """The U-Net's noise-level input: integer t (pipeline layout) or Palette's continuous γ = ᾱ_t.
+        A floating-point tensor is taken as γ already (Palette's training draws γ between two levels)."""
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            t = t.to(device).reshape(-1)
+            return t.expand(batch) if t.numel() == 1 else t
+        t = self._timesteps(t, batch, device)
+        return self.schedule.gammas.to(device)[t] if self.layout == "palette" else t
+
     def predict_noise(self, y: torch.Tensor, condition: torch.Tensor, mask: torch.Tensor,
-                      t: torch.Tensor) -> torch.Tensor:
-        t = self._timesteps(t, y.shape[0], y.device)
-        return self.unet(self.net_input(y, condition, mask), t).sample
+                      t: torch.Tensor, cond_noise: torch.Tensor | None = None) -> torch.Tensor:
+        level = self.noise_levels(t, y.shape[0], y.device)
+        return self.unet(self.net_input(y, condition, mask, cond_noise), level).sample
 
     def encoder_features(self, y: torch.Tensor, condition: torch.Tensor, mask: torch.Tensor,
                          t: int | torch.Tensor | None = None) -> list[torch.Tensor]:
         """The down-path skip tensors and the middle block output, as UNet2DModel.forward computes them."""
         unet = self.unet
         sample = self.net_input(y, condition, mask)
-        t = self._timesteps(t, y.shape[0], y.device)
+        t = self.noise_levels(t, y.shape[0], y.device)
         emb = unet.time_embedding(unet.time_proj(t).to(dtype=unet.dtype))
         sample = unet.conv_in(sample)
         features = [sample]
@@ -217,12 +285,26 @@ class PaletteDiffusion(I2IModel):
 
     def training_loss(self, x: torch.Tensor, mask: torch.Tensor,
                       generator: torch.Generator | None = None) -> torch.Tensor:
-        """Eq. C.24: ‖ε̂(T(x), x̃_t, t) − γ‖² averaged over the hidden pixels, t ~ U{0..T−1}, γ ~ N(0, I)."""
+        """Eq. C.24: ‖ε̂(T(x), x̃_t, t) − γ‖² averaged over the hidden pixels, t ~ U{0..T−1}, γ ~ N(0, I).
+
+        Palette layout: as Palette trains, the level is a continuous ᾱ ~ U[ᾱ_t, ᾱ_{t−1}] with t ~ U{1..T−1},
+        and the condition carries fresh N(0, 1) noise in the hole."""
         b = x.shape[0]
-        t = torch.randint(0, self._arch["train_timesteps"], (b,), generator=generator).to(x.device)
-        noise = torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
-        y_t = self.train_scheduler.add_noise(x, noise, t)
-        eps = self.predict_noise(y_t, x, mask, t)
+        if self.layout == "palette":
+            gammas = self.schedule.gammas.to(x.device)
+            t = torch.randint(1, self._arch["train_timesteps"], (b,), generator=generator).to(x.device)
+            u = torch.rand((b,), generator=generator).to(x.device)
+            level = gammas[t - 1] + (gammas[t] - gammas[t - 1]) * u
+            noise = torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
+            xi = torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
+            g4 = level.to(x.dtype).view(-1, 1, 1, 1)
+            y_t = g4.sqrt() * x + (1 - g4).sqrt() * noise
+            eps = self.predict_noise(y_t, x, mask, level, cond_noise=xi)
+        else:
+            t = torch.randint(0, self._arch["train_timesteps"], (b,), generator=generator).to(x.device)
+            noise = torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
+            y_t = self.train_scheduler.add_noise(x, noise, t)
+            eps = self.predict_noise(y_t, x, mask, t)
         hidden = mask.expand_as(x)
         sq = torch.where(hidden, (eps - noise).pow(2), torch.zeros((), dtype=eps.dtype, device=eps.device))
         return sq.sum() / hidden.sum().clamp_min(1)
@@ -245,6 +327,8 @@ class PaletteDiffusion(I2IModel):
         """
         if generator is None:
             generator = torch.Generator().manual_seed(DEFAULT_SAMPLE_SEED)
+        if self.layout == "palette":
+            return self._palette_sample(x, mask, generator)
         scheduler = self.sample_scheduler()
         noise = torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
         y = torch.where(mask, noise, x)
@@ -254,24 +338,84 @@ class PaletteDiffusion(I2IModel):
             y = torch.where(mask, y, x)  # Palette: y_t = y_0·(1 − mask) + mask·y_t
         return y
 
+    # --- Palette's sampler ------------------------------------------------------------------------------
+    def palette_chain(self) -> dict[str, torch.Tensor]:
+        """Per-step coefficients of the sampling chain, in ascending level order.
+
+        With ``sample_steps == T`` they are the checkpoint's own buffers (the official chain, exactly); with
+        fewer, the chain is respaced over the levels round(linspace(T−1, 0, n)) and the posterior of each
+        jump (β' = 1 − ᾱ_t/ᾱ_prev) is computed in float64 from the stored ᾱ.
+        """
+        buf = self.schedule
+        gammas = buf.gammas
+        total = gammas.shape[0]
+        one = torch.ones(1, dtype=gammas.dtype, device=gammas.device)
+        if self.sample_steps == total:
+            chain = {k: getattr(buf, k) for k in palette_official.SCHEDULE_BUFFERS}
+            chain["gammas_prev"] = torch.cat([one, gammas[:-1]])
+            return chain
+        levels = np.unique(np.linspace(total - 1, 0, self.sample_steps).round().astype(np.int64))
+        g = gammas.double()[torch.from_numpy(levels).to(gammas.device)]
+        prev = torch.cat([one.double(), g[:-1]])
+        beta = 1 - g / prev
+        var = beta * (1 - prev) / (1 - g)
+        chain = {"gammas": g, "sqrt_recip_gammas": (1 / g).sqrt(), "sqrt_recipm1_gammas": (1 / g - 1).sqrt(),
+                 "posterior_log_variance_clipped": var.clamp_min(1e-20).log(),
+                 "posterior_mean_coef1": beta * prev.sqrt() / (1 - g),
+                 "posterior_mean_coef2": (1 - prev) * (1 - beta).sqrt() / (1 - g), "gammas_prev": prev}
+        return {k: v.float() for k, v in chain.items()}
+
+    def _palette_sample(self, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Palette's `restoration`: y_T = condition, x̂₀ clamped, known pixels pasted after every step.
+
+        Draw order from `generator` (CPU): the condition noise ξ, then one N(0, I) per ancestral step above
+        the last (none for DDIM)."""
+        def randn() -> torch.Tensor:
+            return torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
+
+        xi = randn()
+        y = torch.where(mask, xi, x)
+        chain = {k: v.to(x.device) for k, v in self.palette_chain().items()}
+        for k in reversed(range(chain["gammas"].shape[0])):
+            c = {name: v[k].to(x.dtype) for name, v in chain.items()}
+            eps = self.predict_noise(y, x, mask, c["gammas"].view(1), cond_noise=xi)
+            x0 = (c["sqrt_recip_gammas"] * y - c["sqrt_recipm1_gammas"] * eps).clamp(-1.0, 1.0)
+            if self.sampler == "ddim":
+                eps = (c["sqrt_recip_gammas"] * y - x0) / c["sqrt_recipm1_gammas"]
+                y = c["gammas_prev"].sqrt() * x0 + (1 - c["gammas_prev"]).sqrt() * eps
+            else:
+                y = c["posterior_mean_coef1"] * x0 + c["posterior_mean_coef2"] * y
+                if k > 0:
+                    y = y + randn() * (0.5 * c["posterior_log_variance_clipped"]).exp()
+            y = torch.where(mask, y, x)
+        return y
+
     # --- official checkpoints ------------------------------------------------------------------------
     @classmethod
-    def from_official(cls, checkpoint: dict[str, Any], **_unused: Any) -> "PaletteDiffusion":
-        """Always raises DataError: Palette's guided-diffusion names do not map onto UNet2DModel (module doc)."""
-        state = checkpoint
-        for key in ("state_dict", "model", "netG"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-        keys = [k for k in state if isinstance(k, str)] if isinstance(state, dict) else []
-        stripped = {k.split("denoise_fn.", 1)[-1] for k in keys}
-        found = sorted({p for p in OFFICIAL_PREFIXES if any(k.startswith(p) for k in stripped)})
-        if found:
-            raise DataError(
-                "this is a Palette / guided-diffusion U-Net checkpoint (found key prefixes "
-                f"{', '.join(found)}): its layout (cond_embed., input_blocks., middle_block., output_blocks., out.) "
-                "does not map onto diffusers' UNet2DModel used by the 'diffusion' family (expected prefixes "
-                f"{', '.join(ENCODER_PREFIXES + DECODER_PREFIXES)}); converting it is not implemented")
-        raise DataError(
-            "not a Palette checkpoint: expected guided-diffusion key prefixes "
-            f"{', '.join(OFFICIAL_PREFIXES)} (optionally under 'denoise_fn.'); the 'diffusion' family has no "
-            f"official-weight loader for other layouts (its own prefixes: {', '.join(ENCODER_PREFIXES + DECODER_PREFIXES)})")
+    def from_official(cls, checkpoint: dict[str, Any], image_size: int = 256, attention_head_dim: int = 32,
+                      dropout: float = 0.0, sample_steps: int | None = None, sampler: str | None = None,
+                      encode_timestep: int | None = None, encode_seed: int = 0) -> "PaletteDiffusion":
+        """A Palette-layout model from Palette's `16_Network.pth` (bare `denoise_fn.*` state dict + schedule
+        buffers). The head width is not in the weights (Palette: 32, params ``arch.attention_head_dim``); the
+        detected β schedule is in ``official_meta`` and the arch."""
+        unet, buffers = palette_official.split_state(checkpoint)
+        total = buffers["gammas"].shape[0]
+        for name, value in buffers.items():
+            if value.dim() != 1 or value.shape[0] != total:
+                raise DataError(f"Palette checkpoint buffer '{name}' has shape {list(value.shape)}, "
+                                f"expected [{total}] like 'gammas'")
+        arch = palette_official.infer_arch(unet)
+        schedule = palette_official.detect_schedule(buffers["gammas"])
+        weights = palette_official.convert(unet, len(arch["block_out_channels"]), arch["layers_per_block"],
+                                           attention_head_dim)
+        model = cls(image_size=image_size, in_chans=arch["in_chans"], block_out_channels=arch["block_out_channels"],
+                    layers_per_block=arch["layers_per_block"], attention=True, norm_num_groups=32,
+                    attention_head_dim=attention_head_dim, train_timesteps=total,
+                    beta_start=schedule.get("beta_start", 1e-6), beta_end=schedule.get("beta_end", 0.01),
+                    beta_schedule=schedule["beta_schedule"], sample_steps=sample_steps or total, layout="palette",
+                    dropout=dropout, sampler=sampler, encode_timestep=encode_timestep, encode_seed=encode_seed)
+        state = {"unet." + k: v.to(torch.float32) for k, v in weights.items()}
+        state.update({"schedule." + k: v for k, v in buffers.items()})
+        load_state_exactly(model, state, "Palette checkpoint")
+        model.official_meta = {"format": "palette", "noise_schedule": schedule}
+        return model

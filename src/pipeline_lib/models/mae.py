@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import DataError
 from .base import I2IModel
-from .vit import Block, PatchEmbed, init_linear_and_norm, sincos_pos_embed
+from .vit import PatchEmbed, init_linear_and_norm, sincos_pos_embed, vit_block
 
 ENCODER_PREFIXES = ("patch_embed.", "cls_token", "pos_embed", "blocks.", "norm.")
 #: head counts of the published models (not recoverable from weights)
@@ -41,13 +41,13 @@ class MAE(I2IModel):
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(sincos_pos_embed(embed_dim, grid), requires_grad=False)
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
+        self.blocks = nn.ModuleList(vit_block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
         self.decoder_pos_embed = nn.Parameter(sincos_pos_embed(decoder_embed_dim, grid), requires_grad=False)
         self.decoder_blocks = nn.ModuleList(
-            Block(decoder_embed_dim, decoder_num_heads, mlp_ratio) for _ in range(decoder_depth))
+            vit_block(decoder_embed_dim, decoder_num_heads, mlp_ratio) for _ in range(decoder_depth))
         self.decoder_norm = nn.LayerNorm(decoder_embed_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size**2 * in_chans)
         self._init_weights()
@@ -72,7 +72,8 @@ class MAE(I2IModel):
 
     def patch_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """[B, L] True where any pixel of the patch is hidden; every row must hide the same count."""
-        m = self.patchify(mask.to(torch.float32)).amax(dim=-1) > 0
+        mask = mask.to(torch.float32).expand(mask.shape[0], self.in_chans, *mask.shape[2:])  # [B, 1, H, W] for RGB too
+        m = self.patchify(mask).amax(dim=-1) > 0
         counts = m.sum(dim=1)
         if (counts != counts[0]).any():
             raise ValueError("MAE needs the same number of hidden patches in every sample of a batch")

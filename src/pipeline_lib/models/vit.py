@@ -1,52 +1,24 @@
-"""Transformer pieces with the parameter names of timm / facebookresearch/mae, so official weights load as-is."""
+"""Transformer pieces with the parameter names of timm / facebookresearch/mae, so official weights load as-is.
+
+The blocks are timm's own (as in the official MAE and MAGE code); only the patch embedding, the init and the
+fixed sin-cos position table are written here."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
-import torch.nn.functional as F
+from timm.models.vision_transformer import Block as TimmBlock
 from torch import nn
 
 
-class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embedding dim {dim} is not divisible by {num_heads} heads")
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(b, n, d))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block (norm1, attn, norm2, mlp)."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+def vit_block(dim: int, num_heads: int, mlp_ratio: float) -> nn.Module:
+    """timm's ViT block as facebookresearch/mae and MAGE build theirs (qkv bias, LayerNorm eps 1e-6), so the
+    official parameter names (norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2) come from the same library."""
+    if dim % num_heads:
+        raise ValueError(f"embedding dim {dim} is not divisible by {num_heads} heads")
+    return TimmBlock(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
 
 
 class PatchEmbed(nn.Module):

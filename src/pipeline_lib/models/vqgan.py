@@ -23,9 +23,15 @@ Two parts:
 
 Weight sharing. MAGE's `MlmLayer` computes logits against `token_emb.word_embeddings.weight` (detached), so
 "encoder-only" tuning of the token embedding also changes what the decoder predicts (REFERENCE.md, official
-code facts). Here `mlm_layer.word_embeddings` is the decoder's own copy: encoder-only training (l2n) leaves
-every decoder tensor bitwise unchanged. `from_official` fills it with a copy of the checkpoint's token
-embedding, so right after loading the function equals MAGE's.
+code facts). ``tied_output: true`` does exactly that (the default when loading MAGE's published checkpoint,
+whose output layer has no table of its own); otherwise `mlm_layer.word_embeddings` is the decoder's own copy
+and encoder-only training (l2n) leaves every decoder tensor bitwise unchanged (the pipeline's default;
+`from_official(..., tied_output=False)` fills the copy from the checkpoint, so right after loading the
+function equals MAGE's).
+
+Official tokenizer. ``tokenizer_kind: maskgit_vqgan`` puts MaskGIT's VQGAN (`maskgit_vqgan`, MAGE's
+`vqgan_jax_strongaug.ckpt`) in place of the small tokenizer; `from_official` loads it from a MAGE checkpoint's
+``vqgan.*`` keys. ``decoding: mage`` makes `reconstruct` run paper 1's inpainting procedure (`mage_inpaint`).
 
 Simplified against MAGE: no token dropping in the encoder (every position is kept; hidden ones carry the
 [MASK] id, which allows a different hidden count per sample), no dropout, no label smoothing, plain
@@ -46,7 +52,9 @@ from torch import nn
 
 from ..errors import DataError
 from .base import I2IModel, read_weights, save_weights
-from .vit import Block, init_linear_and_norm
+from . import mage_inpaint
+from .maskgit_vqgan import MaskGITVQGAN
+from .vit import init_linear_and_norm, vit_block
 
 #: head counts of the published MAGE models (not recoverable from weights)
 OFFICIAL_HEADS = {768: 12, 1024: 16}
@@ -56,6 +64,9 @@ OFFICIAL_CLASS_TOKENS, OFFICIAL_FAKE_CLASS_OFFSET = 1000, 76
 ENCODER_PREFIXES = ("token_emb.", "blocks.", "norm.")
 DECODER_PREFIXES = ("decoder_embed.", "decoder_pos_embed_learned", "decoder_blocks.", "decoder_norm.", "mlm_layer.")
 TOKENIZER_KEYS = ("codebook_size", "code_dim", "tokenizer_dim", "downsample", "beta")
+#: tokenizer kinds: the pipeline's small patch-local tokenizer, MaskGIT's VQGAN (MAGE's published one)
+TOKENIZER_KINDS = ("patch", "maskgit_vqgan")
+MASKGIT_KEYS = ("codebook_size", "code_dim", "tokenizer_dim", "ch_mult", "num_res_blocks")
 #: keys of an official MAGE checkpoint that have no counterpart here (ignored by `from_official`)
 OFFICIAL_UNUSED = ("patch_embed.", "cls_token", "pos_embed", "mask_token", "decoder_pos_embed", "decoder_pred.",
                    "token_emb.position_ids", "vqgan.")
@@ -165,17 +176,26 @@ class TokenEmbeddings(nn.Module):
 
 
 class MlmLayer(nn.Module):
-    """MAGE's `MlmLayer` (fc, GELU, ln, bias) with its own output embedding instead of the encoder's."""
+    """MAGE's `MlmLayer` (fc, GELU, ln, bias). Untied: its own output embedding. Tied (MAGE's published
+    models): logits against the encoder's word table, passed in detached as MAGE does."""
 
-    def __init__(self, feat_dim: int, word_dim: int, vocab_size: int):
+    def __init__(self, feat_dim: int, word_dim: int, vocab_size: int, tied: bool = False):
         super().__init__()
         self.fc = nn.Linear(feat_dim, word_dim)
         self.ln = nn.LayerNorm(word_dim)
         self.bias = nn.Parameter(torch.zeros(1, 1, vocab_size))
-        self.word_embeddings = nn.Parameter(torch.randn(vocab_size, word_dim) * 0.02)
+        self.word_embeddings = None if tied else nn.Parameter(torch.randn(vocab_size, word_dim) * 0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ln(F.gelu(self.fc(x))) @ self.word_embeddings.t() + self.bias
+    def forward(self, x: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        table = self.word_embeddings if self.word_embeddings is not None else table.detach()
+        return self.ln(F.gelu(self.fc(x))) @ table.t() + self.bias
+
+
+def tokenizer_arch(tokenizer: VQTokenizer | MaskGITVQGAN) -> dict[str, Any]:
+    """The MaskedTokenModel keywords that rebuild `tokenizer` inside the model."""
+    if isinstance(tokenizer, MaskGITVQGAN):
+        return {**tokenizer.arch(), "tokenizer_kind": "maskgit_vqgan", "downsample": tokenizer.downsample}
+    return tokenizer.arch()
 
 
 # --- the I2I model -------------------------------------------------------------------------------------
@@ -187,15 +207,30 @@ class MaskedTokenModel(I2IModel):
     trainable_reconstruct = False  # iterative decoding samples tokens
     granularity_key = "downsample"
     encoder_prefixes = ENCODER_PREFIXES
-    sampling_keys = {"steps": "steps", "temperature": "temperature"}
+    sampling_keys = {"steps": "steps", "temperature": "temperature", "decoding": "decoding",
+                     "token_ring": "token_ring", "paste_margin": "paste_margin", "paste_blur": "paste_blur",
+                     "fill": "fill"}
+    DECODINGS = ("pipeline", "mage")
     pretrained_parts = ("tokenizer",)
 
     def __init__(self, image_size: int = 32, in_chans: int = 1, codebook_size: int = 256, code_dim: int = 32,
                  tokenizer_dim: int = 64, downsample: int = 4, beta: float = 0.25, embed_dim: int = 128,
                  depth: int = 4, num_heads: int = 4, decoder_embed_dim: int = 128, decoder_depth: int = 2,
                  decoder_num_heads: int = 4, mlp_ratio: float = 4.0, num_class_tokens: int = 1,
-                 fake_class_offset: int = 0, steps: int = 8, temperature: float = 4.5):
+                 fake_class_offset: int = 0, steps: int = 8, temperature: float = 4.5,
+                 tokenizer_kind: str = "patch", ch_mult: list[int] | None = None, num_res_blocks: int = 2,
+                 tied_output: bool = False, decoding: str = "pipeline", token_ring: int = 1,
+                 paste_margin: int = 14, paste_blur: float = 7.0, fill: list[float] | None = None):
         super().__init__()
+        if decoding not in self.DECODINGS:
+            raise ValueError(f"unknown decoding '{decoding}' (known: {', '.join(self.DECODINGS)})")
+        if tokenizer_kind not in TOKENIZER_KINDS:
+            raise ValueError(f"unknown tokenizer_kind '{tokenizer_kind}' (known: {', '.join(TOKENIZER_KINDS)})")
+        if tokenizer_kind == "maskgit_vqgan":
+            ch_mult = list(ch_mult or [1, 1, 2, 2, 4])
+            if downsample != 2 ** (len(ch_mult) - 1):
+                raise ValueError(f"downsample {downsample} does not match the MaskGIT VQGAN's ch_mult {ch_mult} "
+                                 f"({2 ** (len(ch_mult) - 1)}x)")
         if not 0 <= fake_class_offset < num_class_tokens:
             raise ValueError(f"fake_class_offset {fake_class_offset} outside 0..{num_class_tokens - 1}")
         if steps < 1:
@@ -207,8 +242,23 @@ class MaskedTokenModel(I2IModel):
                           decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth,
                           decoder_num_heads=decoder_num_heads, mlp_ratio=mlp_ratio, num_class_tokens=num_class_tokens,
                           fake_class_offset=fake_class_offset, steps=steps, temperature=temperature)
+        if tokenizer_kind != "patch":  # recorded only when not the default, so older sidecars stay as they were
+            self._arch.update(tokenizer_kind=tokenizer_kind, ch_mult=ch_mult, num_res_blocks=num_res_blocks)
+        if tied_output:
+            self._arch["tied_output"] = True
+        self.decoding, self.token_ring, self.paste_margin, self.paste_blur = decoding, token_ring, paste_margin, paste_blur
+        self.fill = list(fill) if fill is not None else list(mage_inpaint.IMAGENET_MEAN)
+        if decoding != "pipeline":
+            self._arch.update(decoding=decoding, token_ring=token_ring, paste_margin=paste_margin,
+                              paste_blur=paste_blur, fill=self.fill)
         self.steps, self.temperature = steps, temperature
-        self.tokenizer = VQTokenizer(image_size, in_chans, codebook_size, code_dim, tokenizer_dim, downsample, beta)
+        self.tokenizer_kind = tokenizer_kind
+        if tokenizer_kind == "maskgit_vqgan":
+            self.tokenizer = MaskGITVQGAN(image_size, in_chans, codebook_size, code_dim, tokenizer_dim, ch_mult,
+                                          num_res_blocks)
+        else:
+            self.tokenizer = VQTokenizer(image_size, in_chans, codebook_size, code_dim, tokenizer_dim, downsample,
+                                         beta)
         self.tokenizer.requires_grad_(False)
         self.codebook_size = codebook_size
         self.num_tokens = self.tokenizer.num_tokens
@@ -216,15 +266,15 @@ class MaskedTokenModel(I2IModel):
         self.fake_class_label, self.mask_token_label = codebook_size + fake_class_offset, vocab - 1
         # encoder
         self.token_emb = TokenEmbeddings(vocab, embed_dim, self.num_tokens + 1)
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
+        self.blocks = nn.ModuleList(vit_block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         # decoder
         self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim)
         self.decoder_pos_embed_learned = nn.Parameter(torch.zeros(1, self.num_tokens + 1, decoder_embed_dim))
         self.decoder_blocks = nn.ModuleList(
-            Block(decoder_embed_dim, decoder_num_heads, mlp_ratio) for _ in range(decoder_depth))
+            vit_block(decoder_embed_dim, decoder_num_heads, mlp_ratio) for _ in range(decoder_depth))
         self.decoder_norm = nn.LayerNorm(decoder_embed_dim, eps=1e-6)
-        self.mlm_layer = MlmLayer(decoder_embed_dim, embed_dim, vocab)
+        self.mlm_layer = MlmLayer(decoder_embed_dim, embed_dim, vocab, tied=tied_output)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -238,16 +288,18 @@ class MaskedTokenModel(I2IModel):
 
     # --- tokenizer ------------------------------------------------------------------------------------
     @classmethod
-    def from_tokenizer(cls, tokenizer: VQTokenizer, **arch: Any) -> "MaskedTokenModel":
+    def from_tokenizer(cls, tokenizer: VQTokenizer | MaskGITVQGAN, **arch: Any) -> "MaskedTokenModel":
         """A model around (a copy of the weights of) a pre-trained tokenizer; `arch` = transformer keywords."""
-        model = cls(image_size=tokenizer.image_size, in_chans=tokenizer.in_chans, **tokenizer.arch(), **arch)
+        model = cls(image_size=tokenizer.image_size, in_chans=tokenizer.in_chans, **tokenizer_arch(tokenizer), **arch)
         model.tokenizer.load_state_dict(tokenizer.state_dict())
         return model
 
     def load_tokenizer(self, path: str | Path) -> None:
         """Copy weights saved by `VQTokenizer.save` into the frozen tokenizer; DataError if the arch differs."""
-        tok = VQTokenizer.load(path)
-        want = (self.image_size, self.in_chans, {k: self._arch[k] for k in TOKENIZER_KEYS})
+        cls = MaskGITVQGAN if self.tokenizer_kind == "maskgit_vqgan" else VQTokenizer
+        keys = MASKGIT_KEYS if self.tokenizer_kind == "maskgit_vqgan" else TOKENIZER_KEYS
+        tok = cls.load(path)
+        want = (self.image_size, self.in_chans, {k: self._arch[k] for k in keys})
         got = (tok.image_size, tok.in_chans, tok.arch())
         if got != want:
             raise DataError(f"tokenizer {path} has image_size/in_chans/arch {got}, the model needs {want}")
@@ -289,7 +341,7 @@ class MaskedTokenModel(I2IModel):
         h = h + self.decoder_pos_embed_learned
         for blk in self.decoder_blocks:
             h = blk(h)
-        return self.mlm_layer(self.decoder_norm(h))[:, 1:, : self.codebook_size]
+        return self.mlm_layer(self.decoder_norm(h), self.token_emb.word_embeddings.weight)[:, 1:, : self.codebook_size]
 
     def logits(self, tokens: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
         return self._decoder(self._encoder(self._input_ids(tokens, tmask)), tmask)
@@ -362,7 +414,17 @@ class MaskedTokenModel(I2IModel):
     def reconstruct(self, x: torch.Tensor, mask: torch.Tensor,
                     generator: torch.Generator | None = None) -> torch.Tensor:
         """Iterative decoding, detokenized; visible pixels returned as given. Not differentiable (sampling):
-        output-space baselines should use `output` (region "full")."""
+        output-space baselines should use `output` (region "full").
+
+        ``decoding: mage``: paper 1's MAGE procedure instead (`mage_inpaint`: mean-filled hole, token ring,
+        official schedule, blurred paste-back that also blends visible pixels near the hole); the seed is
+        drawn from `generator` (default 0)."""
+        if self.decoding == "mage":
+            seed = 0 if generator is None else int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+            settings = {"steps": self.steps, "temperature": self.temperature, "token_ring": self.token_ring,
+                        "paste_margin": self.paste_margin, "paste_blur": self.paste_blur, "fill": self.fill}
+            with torch.no_grad():
+                return mage_inpaint.inpaint(self, x, mask, settings, seed)
         with torch.no_grad():
             out = self.tokenizer.detokenize(self.generate_tokens(x, mask, generator))
         return torch.where(mask, out.to(x.dtype), x)
@@ -370,9 +432,14 @@ class MaskedTokenModel(I2IModel):
     # --- official checkpoints ------------------------------------------------------------------------
     @classmethod
     def from_official(cls, checkpoint: dict[str, Any], num_heads: int | None = None,
-                      decoder_num_heads: int | None = None, tokenizer: VQTokenizer | None = None,
-                      codebook_size: int | None = None, in_chans: int = 1) -> "MaskedTokenModel":
+                      decoder_num_heads: int | None = None, tokenizer: VQTokenizer | MaskGITVQGAN | None = None,
+                      codebook_size: int | None = None, in_chans: int = 1,
+                      tied_output: bool | None = None) -> "MaskedTokenModel":
         """Build the transformer from a MAGE checkpoint (`{"model": state_dict}` or a bare state dict).
+
+        Tokenizer: `tokenizer` if given, else MaskGIT's VQGAN from the checkpoint's `vqgan.*` keys when present
+        (MAGE's full checkpoints hold it), else a fresh pipeline tokenizer. Output layer: tied to the encoder's
+        word table as MAGE's (`tied_output`, default True when the tokenizer is MaskGIT's VQGAN), or untied.
 
         Mapped one to one: token_emb.word_embeddings.weight, token_emb.position_embeddings.weight,
         token_emb.LayerNorm.*, blocks.N.*, norm.*, decoder_embed.*, decoder_pos_embed_learned,
@@ -393,6 +460,11 @@ class MaskedTokenModel(I2IModel):
         missing = [k for k in required if k not in state]
         if missing:
             raise DataError(f"not a MAGE checkpoint: missing {', '.join(missing)}")
+        if tokenizer is None and any(k.startswith("vqgan.") for k in state):
+            grid_side = int(round((state["token_emb.position_embeddings.weight"].shape[0] - 1) ** 0.5))
+            tokenizer = MaskGITVQGAN.from_official(state, grid=grid_side)
+        if tied_output is None:
+            tied_output = isinstance(tokenizer, MaskGITVQGAN)
         vocab, embed_dim = state["token_emb.word_embeddings.weight"].shape
         num_tokens = state["token_emb.position_embeddings.weight"].shape[0] - 1
         grid = int(round(num_tokens**0.5))
@@ -411,7 +483,7 @@ class MaskedTokenModel(I2IModel):
             raise DataError(f"MAGE vocabulary of {vocab} does not fit codebook size {codebook_size} + class + mask ids")
         offset = OFFICIAL_FAKE_CLASS_OFFSET if num_class_tokens == OFFICIAL_CLASS_TOKENS else 0
         decoder_embed_dim = state["decoder_embed.weight"].shape[0]
-        tok_arch = tokenizer.arch() if tokenizer is not None else {"codebook_size": codebook_size}
+        tok_arch = tokenizer_arch(tokenizer) if tokenizer is not None else {"codebook_size": codebook_size}
         downsample = tok_arch.get("downsample", 4)
         model = cls(image_size=grid * downsample, in_chans=tokenizer.in_chans if tokenizer is not None else in_chans,
                     **tok_arch, embed_dim=embed_dim,
@@ -420,12 +492,13 @@ class MaskedTokenModel(I2IModel):
                     decoder_depth=1 + max(int(k.split(".")[1]) for k in state if k.startswith("decoder_blocks.")),
                     decoder_num_heads=decoder_num_heads or (16 if decoder_embed_dim % 16 == 0 else 1),
                     mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim,
-                    num_class_tokens=num_class_tokens, fake_class_offset=offset)
+                    num_class_tokens=num_class_tokens, fake_class_offset=offset, tied_output=tied_output)
         if tokenizer is not None:
             model.tokenizer.load_state_dict(tokenizer.state_dict())
         mapped = {k: v for k, v in state.items()
                   if not any(k == u or (u.endswith(".") and k.startswith(u)) for u in OFFICIAL_UNUSED)}
-        mapped["mlm_layer.word_embeddings"] = state["token_emb.word_embeddings.weight"]
+        if not tied_output:
+            mapped["mlm_layer.word_embeddings"] = state["token_emb.word_embeddings.weight"]
         own = {k for k in model.state_dict() if not k.startswith("tokenizer.")}
         lacking, extra = sorted(own - set(mapped)), sorted(set(mapped) - own)
         if lacking or extra:

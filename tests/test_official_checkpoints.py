@@ -1,0 +1,104 @@
+"""Official checkpoints through params: {url, sha256} or {path, sha256}; an unpinned hash is refused with
+the file's actual one; the pretrain stage converts Palette's and MAGE's formats."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import serve_directory
+from pipeline_lib import checkpoints, config
+from pipeline_lib.errors import DataError, ParamsError
+from helpers import base_params
+
+FIXTURES = Path(__file__).parent / "fixtures" / "official"
+
+
+def _file(tmp_path) -> tuple[Path, str]:
+    path = tmp_path / "srv" / "ckpt.pth"
+    path.parent.mkdir()
+    torch.save({"model": {"a": torch.zeros(3)}}, path)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_local_path_is_verified_and_used_in_place(tmp_path):
+    path, sha = _file(tmp_path)
+    got, downloaded = checkpoints.obtain_checkpoint({"path": str(path), "sha256": sha}, tmp_path / "dl.pth", "model.x.checkpoint")
+    assert got == path and not downloaded and not (tmp_path / "dl.pth").exists()
+    with pytest.raises(DataError, match=f"sha256 {sha}, expected {'0' * 64}"):
+        checkpoints.obtain_checkpoint({"path": str(path), "sha256": "0" * 64}, tmp_path / "dl.pth", "model.x.checkpoint")
+    with pytest.raises(DataError, match="model.x.checkpoint.path: no file"):
+        checkpoints.obtain_checkpoint({"path": str(tmp_path / "nope"), "sha256": sha}, tmp_path / "dl.pth", "model.x.checkpoint")
+
+
+def test_null_sha256_is_refused_with_the_actual_hash(tmp_path):
+    path, sha = _file(tmp_path)
+    with pytest.raises(DataError, match=f"model.x.checkpoint.sha256 is null: .* has sha256 {sha}"):
+        checkpoints.obtain_checkpoint({"path": str(path), "sha256": None}, tmp_path / "dl.pth", "model.x.checkpoint")
+    dest = tmp_path / "dl" / "official.pth"
+    with serve_directory(path.parent) as url, \
+            pytest.raises(DataError, match=f"model.x.checkpoint.sha256 is null: .* has sha256 {sha}"):
+        checkpoints.obtain_checkpoint({"url": url + "ckpt.pth", "sha256": None}, dest, "model.x.checkpoint")
+    assert list(dest.parent.iterdir()) == []  # nothing kept from an unpinned download
+
+
+def test_schema_takes_path_and_null_hash():
+    for spec in ({"path": "/x/16_Network.pth", "sha256": None}, {"url": "https://h/x", "sha256": "a" * 64}):
+        params = base_params()
+        params["model"]["diffusion"]["checkpoint"] = spec
+        config.validate_params(params)
+    params = base_params()
+    params["model"]["diffusion"]["checkpoint"] = {"path": "/x", "url": "https://h/x", "sha256": None}
+    with pytest.raises(ParamsError, match="model.diffusion.checkpoint"):
+        config.validate_params(params)
+
+
+def test_load_official_passes_arch_and_context(tmp_path):
+    fixture = load_file(str(FIXTURES / "palette_unet.safetensors"))
+    path = tmp_path / "16_Network.pth"
+    torch.save({k[5:]: v.float() for k, v in fixture.items() if k.startswith("ckpt.")}, path)
+    net = checkpoints.load_official("diffusion", path, {"attention_head_dim": 8, "block_out_channels": [16, 32]},
+                                    image_size=16)
+    assert net.layout == "palette" and net.arch()["attention_head_dim"] == 8 and net.image_size == 16
+
+
+def test_pretrain_stage_converts_palette_from_a_local_path(tmp_path):
+    from helpers import DEBIAN_DIR
+    from pipeline_lib import stages
+
+    fixture = load_file(str(FIXTURES / "palette_unet.safetensors"))
+    path = tmp_path / "16_Network.pth"
+    torch.save({k[5:]: v.float() for k, v in fixture.items() if k.startswith("ckpt.")}, path)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    out = tmp_path / "models" / "model.safetensors"
+    params = base_params()
+    params["model"]["diffusion"]["arch"] = {"attention_head_dim": 8}
+    for pinned, message in ((None, f"sha256 is null: .* has sha256 {sha}"), (sha, "expects 3x32px images")):
+        params["model"]["diffusion"]["checkpoint"] = {"path": str(path), "sha256": pinned}
+        with pytest.raises(DataError, match=message):  # converted, then refused for the grey default data
+            stages.pretrain(config.validate_params(params), "diffusion", str(DEBIAN_DIR), str(out))
+    assert path.is_file() and not out.exists()  # a user's file is never deleted
+
+
+def test_pretrain_stage_takes_the_mage_tokenizer_as_its_own_file(tmp_path):
+    from helpers import DEBIAN_DIR
+    from pipeline_lib import stages
+
+    vq = load_file(str(FIXTURES / "maskgit_vqgan.safetensors"))
+    mage = load_file(str(FIXTURES / "mage_vit.safetensors"))
+    tok, net = tmp_path / "vqgan_jax_strongaug.ckpt", tmp_path / "mage-vitb-1600.pth"
+    torch.save({"state_dict": {k[5:]: v.float() for k, v in vq.items() if k.startswith("ckpt.")}}, tok)
+    torch.save({"model": {k[5:]: v.float() for k, v in mage.items() if k.startswith("ckpt.")}}, net)
+    params = base_params()
+    params["model"]["vqgan"]["arch"] = {"num_heads": 4, "decoder_num_heads": 4}
+    params["model"]["vqgan"]["checkpoint"] = {"path": str(net), "sha256": hashlib.sha256(net.read_bytes()).hexdigest()}
+    params["model"]["vqgan"]["tokenizer"]["checkpoint"] = {"path": str(tok), "sha256": None}
+    with pytest.raises(DataError, match="tokenizer.checkpoint.sha256 is null"):
+        stages.pretrain(config.validate_params(params), "vqgan", str(DEBIAN_DIR), str(tmp_path / "m.safetensors"))
+    params["model"]["vqgan"]["tokenizer"]["checkpoint"]["sha256"] = hashlib.sha256(tok.read_bytes()).hexdigest()
+    with pytest.raises(DataError, match="expects 3x32px images"):  # converted with MaskGIT's VQGAN, RGB
+        stages.pretrain(config.validate_params(params), "vqgan", str(DEBIAN_DIR), str(tmp_path / "m.safetensors"))
