@@ -192,7 +192,8 @@ def test_snakemake_benchmarks_give_a_timing_table(engines):
 def test_dvc_metrics_are_the_numeric_summary(engines):
     """`dvc metrics show` reads one numeric summary per task (no notes, no per-variant files)."""
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], engines["dvc"]))
-    files = shown["workspace"]["data"]
+    (workspace,) = shown.values()  # keyed by revision; the workspace's key is ""
+    files = workspace["data"]
     assert list(files) == ["metrics/fashion_mnist/center.json"]
     summary = files["metrics/fashion_mnist/center.json"]["data"]
     run_ = summary["mae"]["l2n"]["noise-lowrank"]
