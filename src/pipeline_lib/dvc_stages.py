@@ -224,7 +224,7 @@ def stages(params: dict[str, Any]) -> list[Stage]:
     out.append(Stage("aggregate", f"{PY} aggregate --params params.yaml --extractor {extractor} "
                      f"--reference {' '.join(references)} --out {report} --log logs/aggregate/{ds}.log",
                      [*paths.all_metrics(params), *paths.all_recon(params), extractor, *references,
-                      f"{CODE}/report.py", f"{CODE}/plots.py", f"{CODE}/tsne.py"],
+                      *(f"{CODE}/{m}.py" for m in ("report", "plots", "tsne", "forgetting", "spread"))],
                      # the whole file: any params change reaches this stage, which checks dvc.yaml is current
                      [{"params.yaml": None}],
                      [report]))
@@ -233,11 +233,12 @@ def stages(params: dict[str, Any]) -> list[Stage]:
 
 def render(params: dict[str, Any]) -> str:
     report = paths.report_dir(params["dataset"])
-    doc = {
-        "stages": {s.name: s.as_dict() for s in stages(params)},
-        "plots": [f"{report}/{kind}_{task}.png" for task in paths.eval_tasks(params) for kind in PLOTS]
-        + [f"{report}/tsne_{model}_{task}.png" for task in paths.eval_tasks(params) for model in params["models"]],
-    }
+    plots = []
+    for name in set_names(params):  # each forget set's figures (the unnamed set's at the report's top)
+        where = report + ("" if name is None else f"/sets/{name}")
+        plots += [f"{where}/{kind}_{task}.png" for task in paths.eval_tasks(params) for kind in PLOTS]
+        plots += [f"{where}/tsne_{model}_{task}.png" for task in paths.eval_tasks(params) for model in params["models"]]
+    doc = {"stages": {s.name: s.as_dict() for s in stages(params)}, "plots": plots}
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=120)
 
 
