@@ -49,3 +49,8 @@ wildcard_constraints:
     variant=r"[A-Za-z0-9_.-]+",
     task=r"[A-Za-z0-9_-]+",
     part=r"[a-z0-9_]+",
+
+
+def evaluated_checkpoint(w):
+    """The checkpoint a forget set's evaluation reads: the shared original model, or the set's own run."""
+    return checkpoint_file(w.dataset, w.dataset + w.scope, w.model, w.method, w.variant)

@@ -23,7 +23,7 @@ rule reference:
 
 rule generate:
     input:
-        checkpoint=lambda w: checkpoint_file(w.dataset, w.dataset + w.scope, w.model, w.method, w.variant),
+        checkpoint=evaluated_checkpoint,
         data="data/{dataset}/raw",
         splits="data/{dataset}{scope}/splits.json",
     output:
@@ -52,7 +52,7 @@ rule generate:
 
 rule crossval:
     input:
-        checkpoint=lambda w: checkpoint_file(w.dataset, w.dataset + w.scope, w.model, w.method, w.variant),
+        checkpoint=evaluated_checkpoint,
         original="data/{dataset}/models/{model}/original/base/model.safetensors",
         data="data/{dataset}/raw",
         splits="data/{dataset}{scope}/splits.json",
@@ -84,7 +84,7 @@ rule metrics:
         recon="results/{dataset}{scope}/recon/{model}/{method}/{variant}/{task}",
         reference="data/{dataset}{scope}/reference",
         extractor="data/{dataset}/extractor/classifier.safetensors",
-        checkpoint=lambda w: checkpoint_file(w.dataset, w.dataset + w.scope, w.model, w.method, w.variant),
+        checkpoint=evaluated_checkpoint,
     output:
         "results/{dataset}{scope}/metrics/{model}/{method}/{variant}/{task}.json",
     log:

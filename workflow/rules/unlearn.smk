@@ -4,7 +4,9 @@ rule unlearn:
         data="data/{dataset}/raw",
         splits="data/{dataset}{scope}/splits.json",
         noise=lambda w: noise_file(w.dataset + w.scope, noise_kind(w.variant)),
-        anchors=lambda w: anchor_files(w.dataset + w.scope, w.model, w.method, w.variant),
+        anchors=lambda w: anchor_files(
+            w.dataset + w.scope, w.model, w.method, w.variant
+        ),
     output:
         model="data/{dataset}{scope}/models/{model}/{method}/{variant}/model.safetensors",
         meta="data/{dataset}{scope}/models/{model}/{method}/{variant}/model.json",
