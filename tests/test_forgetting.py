@@ -79,3 +79,12 @@ def test_spread_over_seeds_and_sets_with_a_95_percent_interval(frame):
     assert shown.loc[1, "FID F ratio"] == "1.650"  # one held-out set: no interval
     first = spread.readable(table[(table["method"] == "l2n") & (table["sets"] == "a")]).iloc[0]
     assert first["FID F ratio"] == "1.500 ± 6.353"
+
+
+def test_the_dvc_summary_nests_each_sets_numbers_under_its_name(frame):
+    from pipeline_lib.summary import summarise
+
+    params, _ = frame
+    out = summarise(params, "center")
+    assert list(out) == ["a", "b"]
+    assert out["a"]["mae"]["l2n"]["seed-1"]["F"]["fid"] == 100.0 and out["b"]["mae"]["l2n"]["seed-0"]["alpha"] == 0.25
