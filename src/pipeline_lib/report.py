@@ -207,12 +207,10 @@ def _write_text_tables(df: pd.DataFrame, tmp: Path, name: str) -> None:
 
 
 def write_report(params: dict[str, Any], out: str | Path, extractor_path: str | Path,
-                 reference_dirs: dict[str, str | Path] | str | Path) -> None:
+                 reference_dirs: dict[str, str | Path]) -> None:
     """Every table and figure; `reference_dirs` maps each set root (`paths.set_roots`) to its reference
-    features (a single directory for the unnamed set)."""
+    features (for the t-SNE maps)."""
     out = Path(out)
-    if not isinstance(reference_dirs, dict):
-        reference_dirs = {params["dataset"]: reference_dirs}
     names = set_names(params)
     with atomic_path(out, directory=True) as tmp:
         for task in paths.eval_tasks(params):
