@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from helpers import base_params, make_project, run
+from test_engines import init_dvc_repo
 from pipeline_lib import config, paths
 from pipeline_lib.dvc_stages import render, stages
 from pipeline_lib.errors import ParamsError
@@ -131,9 +132,7 @@ def test_both_engines_plan_the_same_commands_and_rerun_only_the_changed_set(tmp_
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["python", "-m", "pipeline_lib", "dvc-yaml"], root)
     smk = run(["snakemake", "--profile", "profiles/local", "-n", "--forceall"], root)
-    for cmd in ("git init -q", "git config user.email t@example.com", "git config user.name t", "dvc init -q",
-                "git add -A", "git commit -qm project"):
-        run(cmd.split(), root)
+    init_dvc_repo(root)
     dvc = run(["dvc", "repro", "--dry", "--force"], root)
     dvc_cmds = {" ".join(line[2:].split()) for line in dvc.splitlines() if line.startswith("> python -m pipeline_lib")}
     assert _planned(smk) == dvc_cmds
