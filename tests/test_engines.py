@@ -93,6 +93,9 @@ def engines(tmp_path_factory):
     ("presets/full.yaml", 170),
     # 3 tokenizer/pretrain + 3 unlearn; 6 models x 7 tasks generate, 6 crossval, 48 metrics
     ("presets/tasks.yaml", 110),
+    # data, tokenizer, 3 pretrain, extractor, summary, aggregate; per forget set (7): splits, reference, noise,
+    # 3 retrain, 3 unlearn, 9 generate, 9 metrics
+    ("presets/robustness.yaml", 8 + 7 * 27),
 ])
 def test_planned_runs_give_both_engines_the_same_commands(tmp_path, preset, jobs):
     """The default experiment and the full preset, planned (not run) by both engines: the same commands."""

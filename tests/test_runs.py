@@ -120,6 +120,19 @@ def test_unlearn_records_its_retain_set_and_objectives(workspace):
     assert set(meta["objectives"]) >= {"loss", "forget", "retain"}
 
 
+def test_each_seed_of_the_seeds_axis_trains_its_own_run(workspace):
+    """A run on the `seeds` axis trains with its seed; the run without one with params' seed, so `seeds: [0]`
+    at seed 0 reproduces it."""
+    root, params = workspace
+    runs = {}
+    for variant, seeds in (("alpha-0.25_noise-identity", None), ("alpha-0.25_noise-identity_seed-0", [0, 1]),
+                           ("alpha-0.25_noise-identity_seed-1", [0, 1])):
+        runs[variant] = load_model(_unlearn(root, {**params, **({"seeds": seeds} if seeds else {})}, "l2n", variant))
+    unseeded, zero, one = (r.state_dict() for r in runs.values())
+    assert all(torch.equal(unseeded[k], zero[k]) for k in unseeded)
+    assert not all(torch.equal(unseeded[k], one[k]) for k in unseeded)
+
+
 def test_unlearn_refuses_a_run_params_do_not_plan(workspace):
     root, params = workspace
     with pytest.raises(ParamsError, match="dvc-yaml"):

@@ -20,7 +20,7 @@ LOG = logging.getLogger("pipeline_lib")
 #: stage -> (function, arguments); "name?" is optional, "name*" takes one or more paths
 STAGES = {
     "data": (stages.data, ["out"]),
-    "splits": (stages.splits, ["data_dir", "out"]),
+    "splits": (stages.splits, ["set?", "data_dir", "out"]),
     "pretrain-part": (stages.pretrain_part, ["model", "part", "data_dir", "out"]),
     "pretrain": (stages.pretrain, ["model", "data_dir", "tokenizer?", "out"]),
     "retrain": (stages.retrain, ["model", "data_dir", "splits", "tokenizer?", "out"]),
@@ -32,7 +32,7 @@ STAGES = {
     "crossval": (stages.crossval, ["checkpoint", "original", "data_dir", "splits", "out"]),
     "metrics": (stages.metrics, ["recon", "reference", "extractor", "checkpoint", "out"]),
     "summary": (stages.summary, []),
-    "aggregate": (stages.aggregate, ["extractor", "reference", "out"]),
+    "aggregate": (stages.aggregate, ["extractor", "reference*", "out"]),
     "dvc-yaml": (stages.dvc_yaml, ["out?"]),
     "record": (stages.record, []),
     "adopt": (stages.adopt, []),
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         threads = configure_threads(params["runtime"].get("threads"))
         kwargs = {a.rstrip("?*"): getattr(ns, a.rstrip("?*")) for a in args}
         # the functions name the split file and reference directory by role
-        rename = {"splits": "splits_path", "extractor": "extractor_path", "reference": "reference_dir"}
+        rename = {"splits": "splits_path", "extractor": "extractor_path", "reference": "reference_dir",
+                  "set": "set_name"}
         kwargs = {rename.get(k, k): v for k, v in kwargs.items()}
         LOG.info("stage %s (%d CPU threads): %s", ns.stage, threads, kwargs)
         fn(params, **kwargs)

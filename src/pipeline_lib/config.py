@@ -49,9 +49,9 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
         if name not in params["task"]:
             raise ParamsError(f"params key 'crossval.{role}' names task '{name}' but 'task.{name}' is not defined")
     _check_methods(params)
-    from .splits import resolve_classes
+    from .splits import check_sets
 
-    resolve_classes(params)  # overlapping, unknown or empty class lists fail here
+    check_sets(params)  # overlapping, unknown or empty class lists, or two identical sets, fail here
     return params
 
 
@@ -150,9 +150,11 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
 
 
 #: grid axes a method may have, in the order they appear in a variant name. `psi`/`eps` are the controllable
-#: method's phases (highest | lowest | epsilon, and the ε fraction); `retain` the retain set it sees.
-GRID_AXES = ("alpha", "noise", "sigma", "gamma", "psi", "eps", "retain")
+#: method's phases (highest | lowest | epsilon, and the ε fraction); `retain` the retain set it sees; `seed`
+#: the unlearning seed, an axis of every run when params list `seeds` (`run_seeds`).
+GRID_AXES = ("alpha", "noise", "sigma", "gamma", "psi", "eps", "retain", "seed")
 FLOAT_AXES = ("alpha", "sigma", "gamma", "eps")
+INT_AXES = ("seed",)
 #: methods whose model is trained from scratch (the pre-training recipe), not unlearned from the original
 REFERENCE_METHODS = ("retrain",)
 PHASE_I = ("highest", "lowest")
@@ -178,12 +180,12 @@ def parse_variant(variant: str) -> dict[str, Any]:
         if axis not in GRID_AXES or not value:
             raise ParamsError(f"unknown variant '{variant}': expected parts like "
                               + "_".join(f"{a}-<value>" for a in GRID_AXES))
-        point[axis] = float(value) if axis in FLOAT_AXES else value
+        point[axis] = float(value) if axis in FLOAT_AXES else int(value) if axis in INT_AXES else value
     return point
 
 
 def _grid_points(grid: dict[str, Any]) -> list[dict[str, Any]]:
-    axes = [a for a in GRID_AXES if a in grid and a != "eps"]
+    axes = [a for a in GRID_AXES if a in grid and a not in ("eps", "seed")]
     return [dict(zip(axes, values)) for values in itertools.product(*(grid[a] for a in axes))]
 
 
@@ -220,15 +222,29 @@ def method_grid(params: dict[str, Any], method: str, model: str) -> dict[str, An
     return {**params["methods"][method], **{axis: own[axis] for axis in GRID_AXES if axis in own}}
 
 
+def run_seeds(params: dict[str, Any]) -> list[dict[str, int]]:
+    """The seed axis: one point per entry of `seeds`, or a single point without a seed (the run uses params'
+    `seed` and its name stays as it was) when params list none. Adding a seed never renames a run."""
+    return [{"seed": seed} for seed in params["seeds"]] if "seeds" in params else [{}]
+
+
+def run_seed(params: dict[str, Any], point: dict[str, Any]) -> int:
+    """The seed one unlearning run trains with."""
+    return point.get("seed", params["seed"])
+
+
 def unlearn_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every (model, method, grid point) the experiment unlearns, in a stable order (not the references)."""
+    """Every (model, method, grid point, seed) the experiment unlearns, in a stable order (not the
+    references). The same list for every forget set: the set is the run's scope (`paths.set_root`)."""
     runs = []
     for model in params["models"]:
         for method, grid in params["methods"].items():
             if method in REFERENCE_METHODS:
                 continue
             for point in method_points(method, method_grid(params, method, model)):
-                runs.append({"model": model, "method": method, "variant": variant_name(point), **point})
+                for seed in run_seeds(params):
+                    full = {**point, **seed}
+                    runs.append({"model": model, "method": method, "variant": variant_name(full), **full})
     return runs
 
 

@@ -1,7 +1,8 @@
 """dvc.yaml, written from params.yaml: one DVC stage per job of the Snakemake DAG, with the same command.
 
 DVC's templating cannot expand a different grid per method (nor skip a method params leave out), so the
-stage list is generated here from the same run list Snakemake uses (`config.unlearn_runs`, `paths`).
+stage list is generated here from the same run list Snakemake uses (`config.unlearn_runs`, `paths`). Stages of a
+named forget set carry its name after the stage kind (`unlearn-<set>-mae-l2n-...`); the unnamed set's keep theirs.
 Values that change inside an existing grid point (epochs, lr, arch) need nothing; after changing *which*
 models, methods, grid points or tasks exist, run `python -m pipeline_lib dvc-yaml` (or `make dvc.yaml`),
 then `dvc repro`. A stale dvc.yaml fails in its first stage, naming this fix.
@@ -18,6 +19,7 @@ import yaml
 from . import paths
 from .atomic import write_text
 from .config import REFERENCE_METHODS, unlearn_runs
+from .splits import set_key, set_names
 from .summary import summary_files
 
 HEADER = """\
@@ -49,6 +51,11 @@ class Stage:
         return out
 
 
+def _name(kind: str, set_name: str | None, *parts: str) -> str:
+    """A stage's name: its kind, the forget set (when named) and what identifies the job within the set."""
+    return "-".join([kind, *([set_name] if set_name else []), *parts])
+
+
 def _noise_kinds(params: dict[str, Any]) -> list[str]:
     kinds = []
     for run in unlearn_runs(params):
@@ -68,7 +75,8 @@ def _present(params: dict[str, Any], prefix: str, keys: list[str]) -> list[str]:
     return [f"{prefix}.{k}".lstrip(".") for k in keys if k in node]
 
 
-def _model_stages(params: dict[str, Any], ds: str, raw: str, split: str) -> list[Stage]:
+def _model_stages(params: dict[str, Any], ds: str, raw: str) -> list[Stage]:
+    """Pre-training (and its frozen parts): shared by every forget set."""
     stages = []
     for model in params["models"]:
         parts = paths.part_files(ds, model)
@@ -89,32 +97,41 @@ def _model_stages(params: dict[str, Any], ds: str, raw: str, split: str) -> list
             f"--log logs/pretrain/{ds}/{model}.log",
             [raw, *part_deps, f"{CODE}/models", f"{CODE}/trainer.py"], ["seed", "data", *model_keys],
             [original, original.replace(".safetensors", ".json")]))
+    return stages
+
+
+def _retrain_stages(params: dict[str, Any], ds: str, raw: str, root: str, set_name: str | None) -> list[Stage]:
+    """The retrain references of one forget set."""
+    stages, split = [], paths.splits_file(root)
+    for model in params["models"]:
+        parts = paths.part_files(ds, model)
+        model_keys = _present(params, f"model.{model}", ["checkpoint", "arch", "pretrain"])
         for ref in REFERENCE_METHODS:
             if ref not in params["methods"]:
                 continue
-            out = paths.model_file(ds, model, ref, "base")
+            out = paths.model_file(root, model, ref, "base")
             stages.append(Stage(
-                f"{ref}-{model}",
-                f"{PY} {ref} --params params.yaml --model {model} --data-dir {raw} --splits {split}{part_args} "
-                f"--out {out} --log logs/{ref}/{ds}/{model}.log",
-                [raw, split, *part_deps, f"{CODE}/models", f"{CODE}/trainer.py"], ["seed", "data", *model_keys],
+                _name(ref, set_name, model),
+                f"{PY} {ref} --params params.yaml --model {model} --data-dir {raw} --splits {split}"
+                f"{paths.part_args(ds, model)} --out {out} --log logs/{ref}/{root}/{model}.log",
+                [raw, split, *parts.values(), f"{CODE}/models", f"{CODE}/trainer.py"], ["seed", "data", *model_keys],
                 [out, out.replace(".safetensors", ".json")]))
     return stages
 
 
-def _unlearn_stages(params: dict[str, Any], ds: str, raw: str, split: str) -> list[Stage]:
-    stages = []
+def _unlearn_stages(params: dict[str, Any], ds: str, raw: str, root: str, set_name: str | None) -> list[Stage]:
+    stages, split = [], paths.splits_file(root)
     for run in unlearn_runs(params):
         model, method, variant = run["model"], run["method"], run["variant"]
         original = paths.model_file(ds, model, *paths.ORIGINAL)
-        noise = paths.noise_file(ds, paths.noise_kind(variant))
-        out = paths.model_file(ds, model, method, variant)
-        anchors = paths.anchor_files(ds, model, method, variant)
+        noise = paths.noise_file(root, paths.noise_kind(variant))
+        out = paths.model_file(root, model, method, variant)
+        anchors = paths.anchor_files(root, model, method, variant)
         stages.append(Stage(
-            f"unlearn-{model}-{method}-{variant}",
+            _name("unlearn", set_name, model, method, variant),
             f"{PY} unlearn --params params.yaml --model {model} --method {method} --variant {variant} "
             f"--original {original} --data-dir {raw} --splits {split} --noise {noise}"
-            f"{paths.anchor_args(ds, model, method, variant)} --out {out} --log logs/unlearn/{ds}/{model}/{method}/{variant}.log",
+            f"{paths.anchor_args(root, model, method, variant)} --out {out} --log logs/unlearn/{root}/{model}/{method}/{variant}.log",
             [original, raw, split, noise, *anchors, f"{CODE}/methods", f"{CODE}/trainer.py"],
             ["seed", "data", "unlearn", *_present(params, f"methods.{method}", ["training", "options"]),
              *_present(params, f"methods.{method}.per_model", [model])],
@@ -122,21 +139,21 @@ def _unlearn_stages(params: dict[str, Any], ds: str, raw: str, split: str) -> li
     return stages
 
 
-def _evaluation_stages(params: dict[str, Any], ds: str, raw: str, split: str) -> list[Stage]:
-    stages = []
-    reference, extractor = f"data/{ds}/reference", f"data/{ds}/extractor/classifier.safetensors"
+def _evaluation_stages(params: dict[str, Any], ds: str, raw: str, root: str, set_name: str | None) -> list[Stage]:
+    stages, split = [], paths.splits_file(root)
+    reference, extractor = paths.reference_dir(root), f"data/{ds}/extractor/classifier.safetensors"
     for model, method, variant in paths.evaluated_models(params):
-        checkpoint = paths.model_file(ds, model, method, variant)
+        checkpoint = paths.checkpoint_file(ds, root, model, method, variant)
         sampling = _present(params, f"model.{model}", ["sampling"])
         for task in paths.eval_tasks(params):
-            recon = paths.recon_dir(ds, model, method, variant, task)
-            metrics = paths.metrics_file(ds, model, method, variant, task)
-            key = f"{model}-{method}-{variant}-{task}"
-            log = f"logs/{{}}/{ds}/{model}/{method}/{variant}/{task}.log"
+            recon = paths.recon_dir(root, model, method, variant, task)
+            metrics = paths.metrics_file(root, model, method, variant, task)
+            key = "-".join([model, method, variant, task])
+            log = f"logs/{{}}/{root}/{model}/{method}/{variant}/{task}.log"
             if task == paths.XVAL:
                 original = paths.model_file(ds, model, *paths.ORIGINAL)
                 stages.append(Stage(
-                    f"crossval-{key}",
+                    _name("crossval", set_name, key),
                     f"{PY} crossval --params params.yaml --checkpoint {checkpoint} --original {original} "
                     f"--data-dir {raw} --splits {split} --out {recon} --log {log.format('crossval')}",
                     list(dict.fromkeys([checkpoint, original, raw, split])),
@@ -144,51 +161,70 @@ def _evaluation_stages(params: dict[str, Any], ds: str, raw: str, split: str) ->
                     [recon]))
             else:
                 stages.append(Stage(
-                    f"generate-{key}",
+                    _name("generate", set_name, key),
                     f"{PY} generate --params params.yaml --checkpoint {checkpoint} --data-dir {raw} --splits {split} "
                     f"--task {task} --out {recon} --log {log.format('generate')}",
                     [checkpoint, raw, split], ["seed", "data", f"task.{task}", *sampling], [recon]))
             stages.append(Stage(
-                f"metrics-{key}",
+                _name("metrics", set_name, key),
                 f"{PY} metrics --params params.yaml --recon {recon} --reference {reference} --extractor {extractor} "
-                f"--checkpoint {checkpoint} --out {metrics} --log logs/metrics/{ds}/{model}/{method}/{variant}/{task}.log",
+                f"--checkpoint {checkpoint} --out {metrics} --log logs/metrics/{root}/{model}/{method}/{variant}/{task}.log",
                 [recon, reference, extractor, checkpoint], ["seed", "metrics"], [metrics]))
     return stages
 
 
-def stages(params: dict[str, Any]) -> list[Stage]:
-    ds = params["dataset"]
-    raw, split = f"data/{ds}/raw", f"data/{ds}/splits.json"
+def _split_stage(params: dict[str, Any], raw: str, root: str, set_name: str | None) -> Stage:
+    """One forget set's split file. The unnamed set tracks all of `splits`; a named one its own classes and
+    the shared per-class counts, so editing one set re-runs only that set's jobs."""
+    split = paths.splits_file(root)
+    keys = ["splits"] if set_name is None else [
+        *_present(params, "splits", ["unlearn_per_class", "eval_per_class"]),
+        *_present(params, set_key(set_name), ["forget", "retain"])]
+    return Stage(_name("splits", set_name), f"{PY} splits --params params.yaml{paths.set_arg(set_name)} "
+                 f"--data-dir {raw} --out {split} --log logs/splits/{root}.log", [raw, f"{CODE}/splits.py"],
+                 ["seed", *keys], [split])
+
+
+def _feature_stages(params: dict[str, Any], ds: str, raw: str, root: str, set_name: str | None) -> list[Stage]:
+    """One forget set's reference features and noise targets."""
+    split, reference = paths.splits_file(root), paths.reference_dir(root)
     extractor = f"data/{ds}/extractor/classifier.safetensors"
-    out = [
-        Stage("data", f"{PY} data --params params.yaml --out {raw} --log logs/data/{ds}.log",
-              [f"{CODE}/datasets.py"], ["dataset", "data"], [raw]),
-        Stage("splits", f"{PY} splits --params params.yaml --data-dir {raw} --out {split} --log logs/splits/{ds}.log",
-              [raw, f"{CODE}/splits.py"], ["seed", "splits"], [split]),
-        *_model_stages(params, ds, raw, split),
-        Stage("extractor", f"{PY} extractor --params params.yaml --data-dir {raw} --out {extractor} "
-              f"--log logs/extractor/{ds}.log", [raw, f"{CODE}/extractor.py"], ["seed", "data", "extractor"],
-              [extractor, extractor.replace(".safetensors", ".json")]),
-        Stage("reference", f"{PY} reference --params params.yaml --data-dir {raw} --splits {split} "
-              f"--extractor {extractor} --out data/{ds}/reference --log logs/reference/{ds}.log",
-              [raw, split, extractor], ["data"], [f"data/{ds}/reference"]),
-    ]
+    out = [Stage(_name("reference", set_name), f"{PY} reference --params params.yaml --data-dir {raw} --splits {split} "
+                 f"--extractor {extractor} --out {reference} --log logs/reference/{root}.log",
+                 [raw, split, extractor], ["data"], [reference])]
     for kind in _noise_kinds(params):
-        noise = paths.noise_file(ds, kind)
-        out.append(Stage(f"noise-{kind}", f"{PY} noise --params params.yaml --kind {kind} --data-dir {raw} "
-                         f"--splits {split} --out {noise} --log logs/noise/{ds}/{kind}.log",
+        noise = paths.noise_file(root, kind)
+        out.append(Stage(_name("noise", set_name, kind), f"{PY} noise --params params.yaml --kind {kind} "
+                         f"--data-dir {raw} --splits {split} --out {noise} --log logs/noise/{root}/{kind}.log",
                          [raw, split, f"{CODE}/covariance.py"], ["data", "noise"], [noise]))
-    out += _unlearn_stages(params, ds, raw, split)
-    out += _evaluation_stages(params, ds, raw, split)
+    return out
+
+
+def stages(params: dict[str, Any]) -> list[Stage]:
+    """Every job: the shared ones once (data, pre-training, extractor, report), the split's per forget set."""
+    ds = params["dataset"]
+    raw = f"data/{ds}/raw"
+    extractor = f"data/{ds}/extractor/classifier.safetensors"
+    sets = [(paths.set_root(ds, name), name) for name in set_names(params)]
+    out = [Stage("data", f"{PY} data --params params.yaml --out {raw} --log logs/data/{ds}.log",
+                 [f"{CODE}/datasets.py"], ["dataset", "data"], [raw])]
+    out += [_split_stage(params, raw, *scope) for scope in sets]
+    out += _model_stages(params, ds, raw)
+    out += [s for scope in sets for s in _retrain_stages(params, ds, raw, *scope)]
+    out.append(Stage("extractor", f"{PY} extractor --params params.yaml --data-dir {raw} --out {extractor} "
+                     f"--log logs/extractor/{ds}.log", [raw, f"{CODE}/extractor.py"], ["seed", "data", "extractor"],
+                     [extractor, extractor.replace(".safetensors", ".json")]))
+    for per_set in (_feature_stages, _unlearn_stages, _evaluation_stages):
+        out += [s for scope in sets for s in per_set(params, ds, raw, *scope)]
     out.append(Stage("summary", f"{PY} summary --params params.yaml --log logs/summary/{ds}.log",
                      [*paths.all_metrics(params), f"{CODE}/summary.py"],
                      _present(params, "", ["models", "methods", "tasks", "crossval"]),
                      metrics=summary_files(params)))
-    report = paths.report_dir(ds)
+    report, references = paths.report_dir(ds), [paths.reference_dir(root) for root, _ in sets]
     out.append(Stage("aggregate", f"{PY} aggregate --params params.yaml --extractor {extractor} "
-                     f"--reference data/{ds}/reference --out {report} --log logs/aggregate/{ds}.log",
-                     [*paths.all_metrics(params), *paths.all_recon(params), extractor, f"data/{ds}/reference",
-                      f"{CODE}/report.py", f"{CODE}/plots.py", f"{CODE}/tsne.py"],
+                     f"--reference {' '.join(references)} --out {report} --log logs/aggregate/{ds}.log",
+                     [*paths.all_metrics(params), *paths.all_recon(params), extractor, *references,
+                      *(f"{CODE}/{m}.py" for m in ("report", "plots", "tsne", "forgetting", "spread"))],
                      # the whole file: any params change reaches this stage, which checks dvc.yaml is current
                      [{"params.yaml": None}],
                      [report]))
@@ -197,11 +233,12 @@ def stages(params: dict[str, Any]) -> list[Stage]:
 
 def render(params: dict[str, Any]) -> str:
     report = paths.report_dir(params["dataset"])
-    doc = {
-        "stages": {s.name: s.as_dict() for s in stages(params)},
-        "plots": [f"{report}/{kind}_{task}.png" for task in paths.eval_tasks(params) for kind in PLOTS]
-        + [f"{report}/tsne_{model}_{task}.png" for task in paths.eval_tasks(params) for model in params["models"]],
-    }
+    plots = []
+    for name in set_names(params):  # each forget set's figures (the unnamed set's at the report's top)
+        where = report + ("" if name is None else f"/sets/{name}")
+        plots += [f"{where}/{kind}_{task}.png" for task in paths.eval_tasks(params) for kind in PLOTS]
+        plots += [f"{where}/tsne_{model}_{task}.png" for task in paths.eval_tasks(params) for model in params["models"]]
+    doc = {"stages": {s.name: s.as_dict() for s in stages(params)}, "plots": plots}
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=120)
 
 

@@ -2,6 +2,11 @@
 
 Paths name their wildcards: dataset, model, method, variant (e.g. alpha-0.25_noise-identity), task. The original model is
 method `original`, variant `base`, so reconstructions and metrics of every model share one layout.
+
+Everything that depends on the forget set (split file, noise, reference features, retrain, unlearning,
+reconstructions, metrics) lives under the set's root, `set_root`: the dataset itself for the single unnamed set
+(today's layout), `<dataset>/sets/<name>` for a named one. Raw data, pre-trained models and the extractor stay
+under the dataset and are shared by every set. Functions taking `root` take a set root (a dataset name is one).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import REFERENCE_METHODS, parse_variant, phase_one_anchors, unlearn_runs
+from .splits import set_names
 
 ORIGINAL = ("original", "base")
 SETS = ("forget", "retain")
@@ -21,8 +27,44 @@ def eval_tasks(params: dict[str, Any]) -> list[str]:
     return list(params["tasks"]) + ([XVAL] if params.get("crossval") else [])
 
 
-def model_file(ds: str, model: str, method: str, variant: str) -> str:
-    return f"data/{ds}/models/{model}/{method}/{variant}/model.safetensors"
+def scope(name: str | None) -> str:
+    """The path part a forget set adds after the dataset: "" for the unnamed set, "/sets/<name>" otherwise."""
+    return "" if name is None else f"/sets/{name}"
+
+
+def set_of(scope_part: str) -> str | None:
+    """The set a scope names (the inverse of `scope`; Snakemake's {scope} wildcard)."""
+    return scope_part.removeprefix("/sets/") or None
+
+
+def set_arg(name: str | None) -> str:
+    """The splits stage's flag naming its set: "" for the unnamed one."""
+    return "" if name is None else f" --set {name}"
+
+
+def set_root(ds: str, name: str | None) -> str:
+    return ds + scope(name)
+
+
+def set_roots(params: dict[str, Any]) -> list[str]:
+    return [set_root(params["dataset"], name) for name in set_names(params)]
+
+
+def splits_file(root: str) -> str:
+    return f"data/{root}/splits.json"
+
+
+def reference_dir(root: str) -> str:
+    return f"data/{root}/reference"
+
+
+def model_file(root: str, model: str, method: str, variant: str) -> str:
+    return f"data/{root}/models/{model}/{method}/{variant}/model.safetensors"
+
+
+def checkpoint_file(ds: str, root: str, model: str, method: str, variant: str) -> str:
+    """The checkpoint a set's evaluation reads: the shared original model, or the set's own run."""
+    return model_file(ds if (method, variant) == ORIGINAL else root, model, method, variant)
 
 
 def part_file(ds: str, model: str, part: str) -> str:
@@ -30,12 +72,12 @@ def part_file(ds: str, model: str, part: str) -> str:
     return f"data/{ds}/models/{model}/{part}/model.safetensors"
 
 
-def recon_dir(ds: str, model: str, method: str, variant: str, task: str) -> str:
-    return f"results/{ds}/recon/{model}/{method}/{variant}/{task}"
+def recon_dir(root: str, model: str, method: str, variant: str, task: str) -> str:
+    return f"results/{root}/recon/{model}/{method}/{variant}/{task}"
 
 
-def metrics_file(ds: str, model: str, method: str, variant: str, task: str) -> str:
-    return f"results/{ds}/metrics/{model}/{method}/{variant}/{task}.json"
+def metrics_file(root: str, model: str, method: str, variant: str, task: str) -> str:
+    return f"results/{root}/metrics/{model}/{method}/{variant}/{task}.json"
 
 
 def report_dir(ds: str) -> str:
@@ -50,17 +92,17 @@ def evaluated_models(params: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def all_metrics(params: dict[str, Any]) -> list[str]:
-    ds = params["dataset"]
-    return [metrics_file(ds, *m, t) for m in evaluated_models(params) for t in eval_tasks(params)]
+    return [metrics_file(r, *m, t) for r in set_roots(params) for m in evaluated_models(params)
+            for t in eval_tasks(params)]
 
 
 def all_recon(params: dict[str, Any]) -> list[str]:
-    ds = params["dataset"]
-    return [recon_dir(ds, *m, t) for m in evaluated_models(params) for t in eval_tasks(params)]
+    return [recon_dir(r, *m, t) for r in set_roots(params) for m in evaluated_models(params)
+            for t in eval_tasks(params)]
 
 
-def noise_file(ds: str, kind: str) -> str:
-    return f"data/{ds}/noise/{kind}.safetensors"
+def noise_file(root: str, kind: str) -> str:
+    return f"data/{root}/noise/{kind}.safetensors"
 
 
 def part_files(ds: str, model: str) -> dict[str, str]:
@@ -75,13 +117,13 @@ def part_args(ds: str, model: str) -> str:
     return "".join(f" --{part} {path}" for part, path in part_files(ds, model).items())
 
 
-def anchor_files(ds: str, model: str, method: str, variant: str) -> list[str]:
+def anchor_files(root: str, model: str, method: str, variant: str) -> list[str]:
     """The Phase I checkpoints a controllable Phase II run reads its ε range from (none for other runs)."""
-    return [model_file(ds, model, method, a) for a in phase_one_anchors(parse_variant(variant))]
+    return [model_file(root, model, method, a) for a in phase_one_anchors(parse_variant(variant))]
 
 
-def anchor_args(ds: str, model: str, method: str, variant: str) -> str:
-    files = anchor_files(ds, model, method, variant)
+def anchor_args(root: str, model: str, method: str, variant: str) -> str:
+    files = anchor_files(root, model, method, variant)
     return (" --anchors " + " ".join(files)) if files else ""
 
 

@@ -3,45 +3,61 @@ tables and figures of `plots`, and image grids.
 
 Only the runs params.yaml asks for are read, so results of a grid point that was removed never leak into
 the table; a missing metrics file is an error, not a shorter table.
+
+With several forget sets (`splits.sets`), `table_<task>` lists every set's runs (a `set` column; the seed is in
+the variant), each set's ablation tables and figures go to `sets/<name>/`, and `table_spread_<task>` /
+`table_heldout_<task>` give each setting's mean and spread over seeds and sets. Every run carries the
+`forgets` flag (`forgetting`); flagged runs are also listed in `failures_<task>`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from . import paths
+from . import forgetting, paths, spread
 from .atomic import atomic_path, write_text
 from .config import GRID_AXES, parse_variant
 from .errors import DataError
+from .splits import set_names, set_spec
+
+LOG = logging.getLogger(__name__)
 
 COLUMNS = [("fid", "FID"), ("is", "IS"), ("cosine", "Cosine"), ("accuracy", "Acc"), ("kid", "KID")]
 
 
 def collect(params: dict[str, Any], task: str) -> pd.DataFrame:
+    """One row per evaluated model and forget set (`set`: its name, "" for the unnamed set)."""
     ds, rows = params["dataset"], []
-    for model, method, variant in paths.evaluated_models(params):
-        path = Path(paths.metrics_file(ds, model, method, variant, task))
-        if not path.is_file():
-            raise DataError(f"metrics file {path} is missing: run the metrics stage for it (with DVC, "
-                            "regenerate dvc.yaml after changing the runs: python -m pipeline_lib dvc-yaml)")
-        m = json.loads(path.read_text())
-        row = {"model": model, "method": method, "variant": "" if method == "original" else variant}
-        row.update({axis: "" for axis in GRID_AXES})
-        if method != "original":
-            row.update(parse_variant(variant))
-        for key, label in COLUMNS:
-            row[f"{label} R"] = m["retain"].get(key, float("nan"))
-            row[f"{label} F"] = m["forget"].get(key, float("nan"))
-        row["train s"] = m.get("training", {}).get("wall_time_s")
-        objectives = m.get("objectives", {})
-        row["f1"], row["f2"] = objectives.get("forget", float("nan")), objectives.get("retain", float("nan"))
-        rows.append(row)
+    for name in set_names(params):
+        for model, method, variant in paths.evaluated_models(params):
+            rows.append(_row(paths.set_root(ds, name), name, model, method, variant, task))
     return pd.DataFrame(rows)
+
+
+def _row(root: str, name: str | None, model: str, method: str, variant: str, task: str) -> dict[str, Any]:
+    path = Path(paths.metrics_file(root, model, method, variant, task))
+    if not path.is_file():
+        raise DataError(f"metrics file {path} is missing: run the metrics stage for it (with DVC, "
+                        "regenerate dvc.yaml after changing the runs: python -m pipeline_lib dvc-yaml)")
+    m = json.loads(path.read_text())
+    row = {"set": name or "", "model": model, "method": method,
+           "variant": "" if method == "original" else variant}
+    row.update({axis: "" for axis in GRID_AXES})
+    if method != "original":
+        row.update(parse_variant(variant))
+    for key, label in COLUMNS:
+        row[f"{label} R"] = m["retain"].get(key, float("nan"))
+        row[f"{label} F"] = m["forget"].get(key, float("nan"))
+    row["train s"] = m.get("training", {}).get("wall_time_s")
+    objectives = m.get("objectives", {})
+    row["f1"], row["f2"] = objectives.get("forget", float("nan")), objectives.get("retain", float("nan"))
+    return row
 
 
 def noise_ablation(df: pd.DataFrame) -> pd.DataFrame:
@@ -69,8 +85,9 @@ def to_markdown(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, floatfmt=".3f") + "\n"
 
 
-def image_grid(params: dict[str, Any], task: str, out: Path, per_set: int) -> None:
-    """Ground truth, masked input, original and every unlearned model; forget rows above retain rows."""
+def image_grid(params: dict[str, Any], task: str, out: Path, per_set: int, root: str | None = None) -> None:
+    """Ground truth, masked input, original and every unlearned model; forget rows above retain rows (of the
+    forget set whose results lie under `root`, by default the dataset's)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,7 +95,7 @@ def image_grid(params: dict[str, Any], task: str, out: Path, per_set: int) -> No
     import torch
     from safetensors.torch import load_file
 
-    ds = params["dataset"]
+    ds = root or params["dataset"]
     models = paths.evaluated_models(params)
     # one line per part (family, method, grid point split at "_"), so neighbouring titles never overlap
     columns = ["ground truth", "input"] + ["\n".join([m, meth, *([] if v == "base" else v.split("_"))])
@@ -112,7 +129,7 @@ TSNE_POINTS = 100
 
 
 def tsne_maps(params: dict[str, Any], task: str, extractor_path: str | Path, reference_dir: str | Path,
-              out_dir: Path) -> list[Path]:
+              out_dir: Path, root: str | None = None) -> list[Path]:
     """Paper 1 Fig. 4 per model family: embeddings of the ground truth and of the original and first
     unlearned model's reconstructions, forget vs retain, in one t-SNE map each."""
     from safetensors.torch import load_file
@@ -120,7 +137,7 @@ def tsne_maps(params: dict[str, Any], task: str, extractor_path: str | Path, ref
     from . import evaluate
     from .tsne import embed_tsne, plot_tsne
 
-    ds, written = params["dataset"], []
+    ds, written = root or params["dataset"], []
     runs = [m for m in paths.evaluated_models(params) if m[1] not in ("original", "retrain")]
     for model in params["models"]:
         unlearned = next((m for m in runs if m[0] == model), None)
@@ -149,24 +166,70 @@ def _write_table(df: pd.DataFrame, tmp: Path, name: str) -> None:
                                                 border=0, classes="table"))
 
 
-def write_report(params: dict[str, Any], out: str | Path, extractor_path: str | Path, reference_dir: str | Path) -> None:
+def _set_dir(tmp: Path, name: str | None) -> Path:
+    """Where one forget set's tables and figures go: the report itself for the unnamed set, else sets/<name>."""
+    out = tmp if name is None else tmp / "sets" / name
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _per_set(params: dict[str, Any], df: pd.DataFrame, task: str, out: Path, extractor_path: str | Path,
+             reference_dir: str | Path, root: str) -> None:
+    """One forget set's ablation tables and figures (the single set's are the report's own)."""
     from . import plots
 
+    _write_table(methods_table(df), out, f"table_methods_{task}")
+    _write_table(noise_ablation(df), out, f"table_noise_{task}")
+    _write_table(plots.alpha_table(df), out, f"table_alpha_{task}")
+    _write_table(plots.epsilon_table(df), out, f"table_epsilon_{task}")
+    _write_table(plots.retain_table(df), out, f"table_retain_{task}")
+    plots.plot_alpha(df, out / f"alpha_{task}.png")
+    plots.plot_pareto(df, out / f"pareto_{task}.png")
+    image_grid(params, task, out / f"grid_{task}.png", params["generate"]["grid_images"], root)
+    tsne_maps(params, task, extractor_path, reference_dir, out, root)
+
+
+def _spread(params: dict[str, Any], df: pd.DataFrame, task: str, tmp: Path) -> None:
+    """Each setting's mean ± 95 % CI over seeds and sets, and the held-out headline when sets have roles."""
+    roles = {name: set_spec(params, name).get("role") for name in set_names(params) if name is not None}
+    table = spread.spread_table(df, roles)
+    table.to_csv(tmp / f"table_spread_{task}.csv", index=False, float_format="%.4f")
+    _write_text_tables(spread.readable(table), tmp, f"table_spread_{task}")
+    if "held_out" in roles.values():
+        headline = spread.held_out(table)
+        headline.to_csv(tmp / f"table_heldout_{task}.csv", index=False, float_format="%.4f")
+        _write_text_tables(spread.readable(headline), tmp, f"table_heldout_{task}")
+
+
+def _write_text_tables(df: pd.DataFrame, tmp: Path, name: str) -> None:
+    write_text(tmp / f"{name}.md", to_markdown(df))
+    write_text(tmp / f"{name}.html", df.to_html(index=False, na_rep="", border=0, classes="table"))
+
+
+def write_report(params: dict[str, Any], out: str | Path, extractor_path: str | Path,
+                 reference_dirs: dict[str, str | Path]) -> None:
+    """Every table and figure; `reference_dirs` maps each set root (`paths.set_roots`) to its reference
+    features (for the t-SNE maps)."""
     out = Path(out)
+    names = set_names(params)
     with atomic_path(out, directory=True) as tmp:
         for task in paths.eval_tasks(params):
             df = collect(params, task)
-            df.to_csv(tmp / f"table_{task}.csv", index=False, float_format="%.4f")
-            shown = df.drop(columns=[*GRID_AXES, "f1", "f2", "KID R", "KID F"])
+            df[forgetting.COLUMN] = forgetting.flags(df)
+            hidden = [*GRID_AXES, "f1", "f2", "KID R", "KID F"] + (["set"] if names == [None] else [])
+            df.drop(columns=["set"] if names == [None] else []).to_csv(tmp / f"table_{task}.csv", index=False,
+                                                                       float_format="%.4f")
+            shown = df.drop(columns=hidden)
             write_text(tmp / f"table_{task}.md", to_markdown(shown))
             write_text(tmp / f"table_{task}.html", shown.to_html(index=False, float_format=lambda v: f"{v:.3f}",
                                                                  na_rep="", border=0))
-            _write_table(methods_table(df), tmp, f"table_methods_{task}")
-            _write_table(noise_ablation(df), tmp, f"table_noise_{task}")
-            _write_table(plots.alpha_table(df), tmp, f"table_alpha_{task}")
-            _write_table(plots.epsilon_table(df), tmp, f"table_epsilon_{task}")
-            _write_table(plots.retain_table(df), tmp, f"table_retain_{task}")
-            plots.plot_alpha(df, tmp / f"alpha_{task}.png")
-            plots.plot_pareto(df, tmp / f"pareto_{task}.png")
-            image_grid(params, task, tmp / f"grid_{task}.png", params["generate"]["grid_images"])
-            tsne_maps(params, task, extractor_path, reference_dir, tmp)
+            failed = forgetting.failures(df)
+            _write_table(failed, tmp, f"failures_{task}")
+            for _, run in failed.iterrows():
+                LOG.warning("%s: %s %s %s%s did not forget (%s)", task, run["model"], run["method"], run["variant"],
+                            f" on set {run['set']}" if run["set"] else "", run[forgetting.COLUMN])
+            _spread(params, df, task, tmp)
+            for name in names:
+                root = paths.set_root(params["dataset"], name)
+                own = df[df["set"] == (name or "")].drop(columns=["set", forgetting.COLUMN])
+                _per_set(params, own, task, _set_dir(tmp, name), extractor_path, reference_dirs[root], root)

@@ -2,6 +2,10 @@
 
 The split file is small JSON (class names plus image indices into the official train and test files), so
 it is versioned with the code and two researchers reading it see the same experiment.
+
+`splits` holds one forget/retain set (`forget`, `retain`) or several named ones (`sets.<name>`), a grid axis:
+every stage that depends on the split runs once per set (`set_names`), so a setting is judged on more than
+the class pair it was tuned on. The single set has no name, which keeps its paths as they always were.
 """
 
 from __future__ import annotations
@@ -14,11 +18,38 @@ from .datasets import CLASSES
 from .errors import ParamsError
 
 
+def set_names(params: dict[str, Any]) -> list[str | None]:
+    """The forget sets of the experiment: [None] for the single unnamed set, else the names under splits.sets."""
+    sets = params["splits"].get("sets")
+    return [None] if sets is None else list(sets)
+
+
+def set_key(name: str | None) -> str:
+    """The params key holding a set's class lists (named in errors)."""
+    return "splits" if name is None else f"splits.sets.{name}"
+
+
+def set_spec(params: dict[str, Any], name: str | None) -> dict[str, Any]:
+    """{forget, retain} (and `role`, if given) of one set."""
+    s = params["splits"]
+    return {k: s[k] for k in ("forget", "retain")} if name is None else s["sets"][name]
+
+
+def set_settings(params: dict[str, Any], name: str | None) -> dict[str, Any]:
+    """Everything the splits stage of one set reads: the engines re-run a set's jobs only when this changes
+    (its `role` only sorts it into the report's tuning or held-out tables)."""
+    s = params["splits"]
+    shared = {k: v for k, v in s.items() if k != "sets"}
+    if name is None:
+        return shared
+    return {**shared, **{k: v for k, v in s["sets"][name].items() if k in ("forget", "retain")}}
+
+
 def _resolve_list(key: str, spec: Any, taken: set[int], seed: int) -> list[int]:
     if isinstance(spec, dict):
         free = [c for c in range(len(CLASSES)) if c not in taken]
         if spec["count"] > len(free):
-            raise ParamsError(f"params key 'splits.{key}.count' = {spec['count']} but only {len(free)} classes are free")
+            raise ParamsError(f"params key '{key}.count' = {spec['count']} but only {len(free)} classes are free")
         g = torch.Generator().manual_seed(spec.get("seed", seed))
         order = torch.randperm(len(free), generator=g).tolist()
         return sorted(free[i] for i in order[: spec["count"]])
@@ -26,33 +57,34 @@ def _resolve_list(key: str, spec: Any, taken: set[int], seed: int) -> list[int]:
     for i, item in enumerate(spec):
         if isinstance(item, int):
             if not 0 <= item < len(CLASSES):
-                raise ParamsError(f"params key 'splits.{key}[{i}]': class index {item} is not in 0..{len(CLASSES) - 1}")
+                raise ParamsError(f"params key '{key}[{i}]': class index {item} is not in 0..{len(CLASSES) - 1}")
             out.append(item)
         elif item in CLASSES:
             out.append(CLASSES.index(item))
         else:
-            raise ParamsError(f"params key 'splits.{key}[{i}]': unknown class '{item}'; known: {', '.join(CLASSES)}")
+            raise ParamsError(f"params key '{key}[{i}]': unknown class '{item}'; known: {', '.join(CLASSES)}")
     if len(set(out)) != len(out):
-        raise ParamsError(f"params key 'splits.{key}' lists a class twice")
+        raise ParamsError(f"params key '{key}' lists a class twice")
     return out
 
 
-def resolve_classes(params: dict[str, Any]) -> dict[str, list[int]]:
-    """Class indices of the forget, retain and proxy sets; forget and retain must be disjoint and non-empty."""
-    s, seed = params["splits"], params["seed"]
+def resolve_classes(params: dict[str, Any], name: str | None = None) -> dict[str, list[int]]:
+    """Class indices of one set's forget, retain and proxy classes; forget and retain must be disjoint and
+    non-empty. A `{count: N}` draw uses its own `seed`, else params' `seed`."""
+    s, seed, key = set_spec(params, name), params["seed"], set_key(name)
     if isinstance(s["forget"], dict) and not isinstance(s["retain"], dict):
         # listed classes are fixed first; a drawn set only takes from the rest
-        retain = _resolve_list("retain", s["retain"], set(), seed)
-        forget = _resolve_list("forget", s["forget"], set(retain), seed)
+        retain = _resolve_list(f"{key}.retain", s["retain"], set(), seed)
+        forget = _resolve_list(f"{key}.forget", s["forget"], set(retain), seed)
     else:
-        forget = _resolve_list("forget", s["forget"], set(), seed)
-        retain = _resolve_list("retain", s["retain"], set(forget), seed)
+        forget = _resolve_list(f"{key}.forget", s["forget"], set(), seed)
+        retain = _resolve_list(f"{key}.retain", s["retain"], set(forget), seed)
     overlap = sorted(set(forget) & set(retain))
     if overlap:
         names = ", ".join(CLASSES[c] for c in overlap)
-        raise ParamsError(f"params keys 'splits.forget' and 'splits.retain' overlap in: {names}")
+        raise ParamsError(f"params keys '{key}.forget' and '{key}.retain' overlap in: {names}")
     if not forget or not retain:
-        raise ParamsError(f"params key 'splits.{'forget' if not forget else 'retain'}' selects no class")
+        raise ParamsError(f"params key '{key}.{'forget' if not forget else 'retain'}' selects no class")
     proxy = [c for c in range(len(CLASSES)) if c not in forget and c not in retain]
     return {"forget": forget, "retain": retain, "proxy": proxy}
 
@@ -67,8 +99,29 @@ def _per_class(labels: torch.Tensor, classes: list[int], n: int, g: torch.Genera
     return picked
 
 
-def make_splits(params: dict[str, Any], train_labels: torch.Tensor, test_labels: torch.Tensor) -> dict[str, Any]:
-    classes = resolve_classes(params)
+def check_sets(params: dict[str, Any]) -> None:
+    """Each set resolves (known, disjoint, non-empty classes) and no two sets are the same experiment."""
+    s = params["splits"]
+    if "sets" in s and ("forget" in s or "retain" in s):
+        raise ParamsError("params key 'splits': give either 'forget' and 'retain' (one set) or 'sets' (several "
+                          "named sets), not both")
+    if "sets" not in s and not ("forget" in s and "retain" in s):
+        raise ParamsError("params key 'splits': needs 'forget' and 'retain', or 'sets'")
+    seen: dict[tuple, str] = {}
+    for name in set_names(params):
+        classes = resolve_classes(params, name)
+        same = (tuple(classes["forget"]), tuple(classes["retain"]))
+        if same in seen:
+            raise ParamsError(f"params key '{set_key(name)}' selects the same forget and retain classes as "
+                              f"'{set_key(seen[same])}' (give a {{count: N}} draw its own seed)")
+        seen[same] = name
+
+
+def make_splits(params: dict[str, Any], train_labels: torch.Tensor, test_labels: torch.Tensor,
+                name: str | None = None) -> dict[str, Any]:
+    """One set's classes and image indices. The images of a class are drawn with params' seed, whatever the
+    set, so a class is evaluated on the same test images in every set that holds it."""
+    classes = resolve_classes(params, name)
     s = params["splits"]
     g = torch.Generator().manual_seed(params["seed"])
     unlearn = {k: _per_class(train_labels, v, s["unlearn_per_class"], g, "splits.unlearn_per_class")
@@ -77,6 +130,7 @@ def make_splits(params: dict[str, Any], train_labels: torch.Tensor, test_labels:
                   for k in ("forget", "retain")}
     return {
         "dataset": params["dataset"],
+        **({} if name is None else {"set": name}),
         "classes": {k: [CLASSES[c] for c in v] for k, v in classes.items()},
         "class_indices": classes,
         "unlearn": unlearn,  # indices into the official train file

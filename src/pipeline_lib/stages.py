@@ -16,7 +16,8 @@ import torch
 from . import datasets, noise_targets, paths
 from .atomic import atomic_path, write_json
 from .checkpoints import load_checkpoint_file, load_official, obtain_checkpoint
-from .config import OPTION_AXES, PHASE_I, family_arch, parse_variant, run_settings, unlearn_runs, variant_name
+from .config import (OPTION_AXES, PHASE_I, family_arch, parse_variant, run_seed, run_settings, unlearn_runs,
+                     variant_name)
 from .errors import DataError, ParamsError
 from .loaders import BalancedLoader, ImageLoader, mask_sampler
 from .masks import sample_mask
@@ -25,7 +26,7 @@ from .models import FAMILIES, build_model, load_model, save_model
 from .models.base import FamilyObjective, PartObjective, read_meta
 from .models.maskgit_vqgan import MaskGITVQGAN
 from .runtime import progress, resolve_device, seed_everything
-from .splits import make_splits, retain_indices
+from .splits import make_splits, retain_indices, set_names
 from .trainer import evaluate_objective, fit
 
 LOG = logging.getLogger(__name__)
@@ -54,10 +55,15 @@ def data(params: dict, out: str) -> None:
         write_json(tmp / "SOURCE.json", {"source": source, "md5": datasets.FILES})
 
 
-def splits(params: dict, data_dir: str, out: str) -> None:
+def splits(params: dict, data_dir: str, out: str, set_name: str | None = None) -> None:
+    """One forget set's classes and image indices (`set_name` names it when params list several)."""
+    names = set_names(params)
+    if set_name not in names:
+        raise ParamsError(f"params key 'splits' holds the sets [{', '.join(map(str, names))}]; "
+                          + ("name one with --set" if set_name is None else f"not '{set_name}'"))
     _, train_labels = datasets.load_split(data_dir, train=True)
     _, test_labels = datasets.load_split(data_dir, train=False)
-    result = make_splits(params, train_labels, test_labels)
+    result = make_splits(params, train_labels, test_labels, set_name)
     for part in ("unlearn", "eval"):
         for name, idx in result[part].items():
             LOG.info("%s/%s: %d images of %s", part, name, len(idx), ", ".join(result["classes"][name]))
@@ -232,14 +238,15 @@ def unlearn(params: dict, model: str, method: str, variant: str, original: str, 
     if variant not in planned:
         raise ParamsError(f"run {model}/{method}/{variant} is not in params.yaml's grid (planned: "
                           f"{', '.join(planned) or 'none'}); with DVC, regenerate dvc.yaml: python -m pipeline_lib dvc-yaml")
-    g = seed_everything(params["seed"])
+    cfg, point = params["unlearn"], parse_variant(variant)
+    seed = run_seed(params, point)  # the run's own seed on the `seeds` axis, else params' seed
+    g = seed_everything(seed)
     device = _device(params)
     codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
-    cfg, point = params["unlearn"], parse_variant(variant)
     training, fixed = run_settings(params, method, model)
     retain_kind = point.get("retain", "real")
     _, train_labels = datasets.load_split(data_dir, train=True)
-    retain = retain_indices(split, retain_kind, train_labels, cfg.get("limited_per_class"), params["seed"])
+    retain = retain_indices(split, retain_kind, train_labels, cfg.get("limited_per_class"), seed)
     x_f, _ = _images(data_dir, split["unlearn"]["forget"], True, codec)
     x_r, _ = _images(data_dir, retain, True, codec)
     teacher = load_model(original, device)
@@ -253,7 +260,7 @@ def unlearn(params: dict, model: str, method: str, variant: str, original: str, 
         return BalancedLoader(x_r, x_f, training["batch_size"], gen, mask_fn, sampler)
 
     stats = fit(objective, loader(g), training, device, params["runtime"]["amp"], desc=f"{method} {variant} {model}")
-    # f1/f2 after training on one fixed pass (same batches for every run of this retain set)
+    # f1/f2 after training on one fixed pass (same batches for every run of this retain set, whatever its seed)
     objectives = evaluate_objective(objective, loader(torch.Generator().manual_seed(params["seed"] + 1)), device)
     LOG.info("objectives after training: %s", objectives)
     meta = {"method": method, "variant": variant, **point, "options": options, "noise_file": noise,
@@ -419,8 +426,13 @@ def adopt(params: dict) -> None:
     sharing.adopt()
 
 
-def aggregate(params: dict, extractor_path: str, reference_dir: str, out: str) -> None:
-    """Tables, figures, image grids and t-SNE maps of every task (and the cross-validation check)."""
+def aggregate(params: dict, extractor_path: str, reference_dir: list[str], out: str) -> None:
+    """Tables, figures, image grids and t-SNE maps of every task (and the cross-validation check), per forget
+    set (one reference directory each, in params' order), and their spread over sets and seeds."""
     from .report import write_report
 
-    write_report(params, out, extractor_path, reference_dir)
+    roots = paths.set_roots(params)
+    if len(reference_dir) != len(roots):
+        raise ParamsError(f"aggregate got {len(reference_dir)} reference directories for {len(roots)} forget sets "
+                          "(one per set, in the order of params key 'splits.sets')")
+    write_report(params, out, extractor_path, dict(zip(roots, reference_dir)))

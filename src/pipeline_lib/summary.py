@@ -18,6 +18,7 @@ from typing import Any
 from . import paths
 from .atomic import write_json
 from .config import FLOAT_AXES, parse_variant
+from .splits import set_names
 
 #: scores per set, as named in the per-run metrics files
 SCORES = ("fid", "is", "kid", "cosine", "accuracy")
@@ -72,14 +73,21 @@ def run_row(metrics: dict[str, Any], variant: str) -> dict[str, Any]:
 
 
 def summarise(params: dict[str, Any], task: str) -> dict[str, Any]:
-    ds, out = params["dataset"], {}
+    """model → method → run; with named forget sets, set name → model → ... (the unnamed set's as before)."""
+    by_set = {name: _summarise_set(paths.set_root(params["dataset"], name), params, task)
+              for name in set_names(params)}
+    return by_set[None] if None in by_set else by_set
+
+
+def _summarise_set(root: str, params: dict[str, Any], task: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for model, method, variant in paths.evaluated_models(params):
         runs = out.setdefault(model, {}).setdefault(method, {})
         key = base = run_key(variant)
         n = 1
         while key in runs:
             key, n = f"{base}~{n}", n + 1
-        metrics = json.loads(Path(paths.metrics_file(ds, model, method, variant, task)).read_text())
+        metrics = json.loads(Path(paths.metrics_file(root, model, method, variant, task)).read_text())
         runs[key] = run_row(metrics, variant)
     return out
 
@@ -90,8 +98,8 @@ def write_summaries(params: dict[str, Any]) -> list[str]:
 
     written = []
     for task in paths.eval_tasks(params):
-        missing = [p for p in (paths.metrics_file(params["dataset"], *m, task) for m in paths.evaluated_models(params))
-                   if not Path(p).is_file()]
+        missing = [p for p in (paths.metrics_file(root, *m, task) for root in paths.set_roots(params)
+                               for m in paths.evaluated_models(params)) if not Path(p).is_file()]
         if missing:
             raise DataError(f"metrics file {missing[0]} is missing ({len(missing)} in all): run the metrics stage "
                             "first (with DVC, regenerate dvc.yaml after changing the runs: python -m pipeline_lib "

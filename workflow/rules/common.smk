@@ -9,13 +9,19 @@ from pipeline_lib.paths import (
     all_recon,
     anchor_args,
     anchor_files,
+    checkpoint_file,
     noise_file,
     noise_kind,
     part_args,
     part_files,
+    reference_dir,
     report_dir,
+    set_arg,
+    set_of,
+    set_roots,
 )
 from pipeline_lib.provenance import code_version
+from pipeline_lib.splits import set_settings
 from pipeline_lib.summary import summary_files
 
 # Fail before any job starts: the schema first (names the bad key), then the semantic checks.
@@ -33,10 +39,18 @@ with open("params.yaml") as fh:
 DATASET = config["dataset"]
 
 
+# {scope} is the forget set's part of a path: empty for the single unnamed set, /sets/<name> otherwise
+# (pipeline_lib.paths.scope); shared artefacts (raw data, pre-trained models, extractor) have none.
 wildcard_constraints:
     dataset=r"[a-z0-9_]+",
+    scope=r"(?:/sets/[A-Za-z0-9][A-Za-z0-9_-]*)?",
     model=r"[a-z0-9_]+",
     method=r"[a-z0-9_]+",
     variant=r"[A-Za-z0-9_.-]+",
     task=r"[A-Za-z0-9_-]+",
     part=r"[a-z0-9_]+",
+
+
+def evaluated_checkpoint(w):
+    """The checkpoint a forget set's evaluation reads: the shared original model, or the set's own run."""
+    return checkpoint_file(w.dataset, w.dataset + w.scope, w.model, w.method, w.variant)

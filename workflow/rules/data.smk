@@ -20,33 +20,34 @@ rule splits:
     input:
         "data/{dataset}/raw",
     output:
-        "data/{dataset}/splits.json",
+        "data/{dataset}{scope}/splits.json",
     log:
-        "logs/splits/{dataset}.log",
+        "logs/splits/{dataset}{scope}.log",
     benchmark:
-        "benchmarks/splits/{dataset}.tsv"
+        "benchmarks/splits/{dataset}{scope}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
     params:
-        splits=config["splits"],
+        set=lambda w: set_arg(set_of(w.scope)),
+        splits=lambda w: set_settings(config, set_of(w.scope)),
         seed=config["seed"],
     shell:
-        "python -m pipeline_lib splits --params params.yaml --data-dir {input} --out {output} --log {log}"
+        "python -m pipeline_lib splits --params params.yaml{params.set} --data-dir {input} --out {output} --log {log}"
 
 
 rule noise:
     input:
         data="data/{dataset}/raw",
-        splits="data/{dataset}/splits.json",
+        splits="data/{dataset}{scope}/splits.json",
     output:
-        "data/{dataset}/noise/{kind}.safetensors",
+        "data/{dataset}{scope}/noise/{kind}.safetensors",
     log:
-        "logs/noise/{dataset}/{kind}.log",
+        "logs/noise/{dataset}{scope}/{kind}.log",
     benchmark:
-        "benchmarks/noise/{dataset}/{kind}.tsv"
+        "benchmarks/noise/{dataset}{scope}/{kind}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:

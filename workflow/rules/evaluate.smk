@@ -1,14 +1,14 @@
 rule reference:
     input:
         data="data/{dataset}/raw",
-        splits="data/{dataset}/splits.json",
+        splits="data/{dataset}{scope}/splits.json",
         extractor="data/{dataset}/extractor/classifier.safetensors",
     output:
-        directory("data/{dataset}/reference"),
+        directory("data/{dataset}{scope}/reference"),
     log:
-        "logs/reference/{dataset}.log",
+        "logs/reference/{dataset}{scope}.log",
     benchmark:
-        "benchmarks/reference/{dataset}.tsv"
+        "benchmarks/reference/{dataset}{scope}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:
@@ -23,15 +23,15 @@ rule reference:
 
 rule generate:
     input:
-        checkpoint="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
+        checkpoint=evaluated_checkpoint,
         data="data/{dataset}/raw",
-        splits="data/{dataset}/splits.json",
+        splits="data/{dataset}{scope}/splits.json",
     output:
-        directory("results/{dataset}/recon/{model}/{method}/{variant}/{task}"),
+        directory("results/{dataset}{scope}/recon/{model}/{method}/{variant}/{task}"),
     log:
-        "logs/generate/{dataset}/{model}/{method}/{variant}/{task}.log",
+        "logs/generate/{dataset}{scope}/{model}/{method}/{variant}/{task}.log",
     benchmark:
-        "benchmarks/generate/{dataset}/{model}/{method}/{variant}/{task}.tsv"
+        "benchmarks/generate/{dataset}{scope}/{model}/{method}/{variant}/{task}.tsv"
     wildcard_constraints:
         task=r"(?!xval(?:/|$))[A-Za-z0-9_-]+",
     conda:
@@ -52,16 +52,16 @@ rule generate:
 
 rule crossval:
     input:
-        checkpoint="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
+        checkpoint=evaluated_checkpoint,
         original="data/{dataset}/models/{model}/original/base/model.safetensors",
         data="data/{dataset}/raw",
-        splits="data/{dataset}/splits.json",
+        splits="data/{dataset}{scope}/splits.json",
     output:
-        directory("results/{dataset}/recon/{model}/{method}/{variant}/xval"),
+        directory("results/{dataset}{scope}/recon/{model}/{method}/{variant}/xval"),
     log:
-        "logs/crossval/{dataset}/{model}/{method}/{variant}/xval.log",
+        "logs/crossval/{dataset}{scope}/{model}/{method}/{variant}/xval.log",
     benchmark:
-        "benchmarks/crossval/{dataset}/{model}/{method}/{variant}.tsv"
+        "benchmarks/crossval/{dataset}{scope}/{model}/{method}/{variant}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:
@@ -81,16 +81,16 @@ rule crossval:
 
 rule metrics:
     input:
-        recon="results/{dataset}/recon/{model}/{method}/{variant}/{task}",
-        reference="data/{dataset}/reference",
+        recon="results/{dataset}{scope}/recon/{model}/{method}/{variant}/{task}",
+        reference="data/{dataset}{scope}/reference",
         extractor="data/{dataset}/extractor/classifier.safetensors",
-        checkpoint="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
+        checkpoint=evaluated_checkpoint,
     output:
-        "results/{dataset}/metrics/{model}/{method}/{variant}/{task}.json",
+        "results/{dataset}{scope}/metrics/{model}/{method}/{variant}/{task}.json",
     log:
-        "logs/metrics/{dataset}/{model}/{method}/{variant}/{task}.log",
+        "logs/metrics/{dataset}{scope}/{model}/{method}/{variant}/{task}.log",
     benchmark:
-        "benchmarks/metrics/{dataset}/{model}/{method}/{variant}/{task}.tsv"
+        "benchmarks/metrics/{dataset}{scope}/{model}/{method}/{variant}/{task}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:

@@ -57,14 +57,13 @@ rule pretrain:
 rule retrain:
     input:
         data="data/{dataset}/raw",
-        splits="data/{dataset}/splits.json",
+        splits="data/{dataset}{scope}/splits.json",
         parts=lambda w: part_files(w.dataset, w.model).values(),
     output:
-        model="data/{dataset}/models/{model}/retrain/base/model.safetensors",
-        meta="data/{dataset}/models/{model}/retrain/base/model.json",
+        model="data/{dataset}{scope}/models/{model}/retrain/base/model.safetensors",
+        meta="data/{dataset}{scope}/models/{model}/retrain/base/model.json",
     log:
-        "logs/retrain/{dataset}/{model}.log",
-    cache: True
+        "logs/retrain/{dataset}{scope}/{model}.log",
     conda:
         "../envs/pipeline.yaml"
     threads: 2

@@ -3,7 +3,7 @@ rule aggregate:
         metrics=all_metrics(config),
         recon=all_recon(config),
         extractor="data/{dataset}/extractor/classifier.safetensors",
-        reference="data/{dataset}/reference",
+        reference=lambda w: [reference_dir(root) for root in set_roots(config)],
     output:
         report(
             directory("results/{dataset}/report"),
@@ -26,6 +26,7 @@ rule aggregate:
         methods=config["methods"],
         generate=config["generate"],
         crossval=config.get("crossval"),
+        sets=config["splits"].get("sets"),  # a set's role (tuning / held-out) sorts it in the tables
         seed=config["seed"],
     shell:
         "python -m pipeline_lib aggregate --params params.yaml --extractor {input.extractor} "

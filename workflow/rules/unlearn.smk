@@ -2,16 +2,18 @@ rule unlearn:
     input:
         original="data/{dataset}/models/{model}/original/base/model.safetensors",
         data="data/{dataset}/raw",
-        splits="data/{dataset}/splits.json",
-        noise=lambda w: noise_file(w.dataset, noise_kind(w.variant)),
-        anchors=lambda w: anchor_files(w.dataset, w.model, w.method, w.variant),
+        splits="data/{dataset}{scope}/splits.json",
+        noise=lambda w: noise_file(w.dataset + w.scope, noise_kind(w.variant)),
+        anchors=lambda w: anchor_files(
+            w.dataset + w.scope, w.model, w.method, w.variant
+        ),
     output:
-        model="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
-        meta="data/{dataset}/models/{model}/{method}/{variant}/model.json",
+        model="data/{dataset}{scope}/models/{model}/{method}/{variant}/model.safetensors",
+        meta="data/{dataset}{scope}/models/{model}/{method}/{variant}/model.json",
     log:
-        "logs/unlearn/{dataset}/{model}/{method}/{variant}.log",
+        "logs/unlearn/{dataset}{scope}/{model}/{method}/{variant}.log",
     benchmark:
-        "benchmarks/unlearn/{dataset}/{model}/{method}/{variant}.tsv"
+        "benchmarks/unlearn/{dataset}{scope}/{model}/{method}/{variant}.tsv"
     wildcard_constraints:
         method=r"(?!(?:original|retrain)(?:/|$))[a-z0-9_]+",
     conda:
@@ -22,7 +24,7 @@ rule unlearn:
         mem_mb=8000,
         runtime=240,
     params:
-        anchors=lambda w: anchor_args(w.dataset, w.model, w.method, w.variant),
+        anchors=lambda w: anchor_args(w.dataset + w.scope, w.model, w.method, w.variant),
         method=lambda w: method_settings(config, w.method, w.model),
         unlearn=config["unlearn"],
         data=config["data"],

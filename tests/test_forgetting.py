@@ -1,0 +1,90 @@
+"""The report over forget sets and seeds, on planted metrics files: the failure flag on a run whose forget
+scores did not move, and each setting's mean ± 95 % CI per set, per role and over all sets."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from helpers import base_params
+from pipeline_lib import config, forgetting, paths, report, spread
+
+ORIGINAL = {"forget": {"fid": 100.0, "accuracy": 0.9}, "retain": {"fid": 50.0, "accuracy": 0.8}}
+#: (set, seed) -> forget FID, forget accuracy of the l2n run; ("a", 1) did not move at all
+RUNS = {("a", 0): (200.0, 0.5), ("a", 1): (100.0, 0.9), ("b", 0): (150.0, 0.6), ("b", 1): (180.0, 0.4)}
+
+
+def planted(root: Path) -> dict:
+    params = base_params()
+    params["models"], params["methods"], params["seeds"] = ["mae"], {"l2n": {"alpha": [0.25]}}, [0, 1]
+    params["splits"] = {"unlearn_per_class": 10, "eval_per_class": 10, "sets": {
+        "a": {"forget": ["Trouser", "Bag"], "retain": ["Coat"], "role": "tuning"},
+        "b": {"forget": ["Sandal", "Shirt"], "retain": ["Coat"], "role": "held_out"}}}
+    params = config.validate_params(params)
+    for name in ("a", "b"):
+        set_root = paths.set_root(params["dataset"], name)
+        files = {("original", "base"): ORIGINAL}
+        for seed in (0, 1):
+            fid, acc = RUNS[(name, seed)]
+            files[("l2n", f"alpha-0.25_seed-{seed}")] = {"forget": {"fid": fid, "accuracy": acc},
+                                                         "retain": {"fid": 55.0, "accuracy": 0.8}}
+        for (method, variant), scores in files.items():
+            path = root / paths.metrics_file(set_root, "mae", method, variant, "center")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(scores))
+    return params
+
+
+@pytest.fixture
+def frame(tmp_path, monkeypatch):
+    params = planted(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    df = report.collect(params, "center")
+    df[forgetting.COLUMN] = forgetting.flags(df)
+    return params, df
+
+
+def test_a_run_whose_forget_scores_did_not_move_is_flagged(frame):
+    _, df = frame
+    flags = dict(zip(zip(df["set"], df["variant"]), df[forgetting.COLUMN]))
+    assert flags[("a", "alpha-0.25_seed-1")].startswith("NO: forget FID not above the original's; forget accuracy")
+    assert flags[("a", "alpha-0.25_seed-0")] == flags[("b", "alpha-0.25_seed-1")] == "yes"
+    assert flags[("a", "")] == ""  # the original itself
+    failed = forgetting.failures(df)
+    assert len(failed) == 1 and failed.loc[0, "set"] == "a" and failed.loc[0, "variant"] == "alpha-0.25_seed-1"
+    assert failed.loc[0, "original FID F"] == 100.0
+
+
+def test_spread_over_seeds_and_sets_with_a_95_percent_interval(frame):
+    params, df = frame
+    table = spread.spread_table(df, {"a": "tuning", "b": "held_out"})
+    l2n = table[table["method"] == "l2n"].set_index("sets")
+    assert list(l2n.index) == ["a", "b", "tuning (1 sets)", "held_out (1 sets)", "all (2 sets)"]
+    assert set(table["variant"]) == {"", "alpha-0.25"}  # the seeds of one setting are pooled
+    # set a: ratios 2.0 and 1.0 over two seeds -> 1.5 ± t(0.975, 1) * 0.707 / sqrt(2)
+    assert l2n.loc["a", "FID F ratio"] == pytest.approx(1.5)
+    assert l2n.loc["a", "FID F ratio ±95%"] == pytest.approx(12.7062 * math.sqrt(0.5) / math.sqrt(2), rel=1e-4)
+    assert l2n.loc["a", "failed"] == "1/2" and l2n.loc["b", "failed"] == "0/2"
+    # over sets: the mean of the per-set means (1.5, 1.65)
+    assert l2n.loc["all (2 sets)", "FID F ratio"] == pytest.approx(1.575)
+    assert l2n.loc["all (2 sets)", "failed"] == "1/4" and l2n.loc["all (2 sets)", "n"] == 2
+    assert l2n.loc["held_out (1 sets)", "Acc F"] == pytest.approx(0.5)
+    assert math.isnan(l2n.loc["held_out (1 sets)", "Acc F ±95%"])
+    headline = spread.held_out(table)
+    assert list(headline["method"]) == ["original", "l2n"]
+    shown = spread.readable(headline)
+    assert shown.loc[1, "FID F ratio"] == "1.650"  # one held-out set: no interval
+    first = spread.readable(table[(table["method"] == "l2n") & (table["sets"] == "a")]).iloc[0]
+    assert first["FID F ratio"] == "1.500 ± 6.353"
+
+
+def test_the_dvc_summary_nests_each_sets_numbers_under_its_name(frame):
+    from pipeline_lib.summary import summarise
+
+    params, _ = frame
+    out = summarise(params, "center")
+    assert list(out) == ["a", "b"]
+    assert out["a"]["mae"]["l2n"]["seed-1"]["F"]["fid"] == 100.0 and out["b"]["mae"]["l2n"]["seed-0"]["alpha"] == 0.25
