@@ -50,10 +50,8 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
             raise ParamsError(f"params key 'crossval.{role}' names task '{name}' but 'task.{name}' is not defined")
     _check_methods(params)
     from .params_checks import check_all
-    from .splits import check_sets
 
-    check_all(params)  # eval_per_class, num_heads, runtime.device
-    check_sets(params)  # overlapping, unknown or empty class lists, or two identical sets, fail here
+    check_all(params)  # classes and sets (a class-folder tree: every named class present), counts, heads, device
     return params
 
 

@@ -139,27 +139,86 @@ def _load_split(data_dir: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
-class ImageCodec:
-    """Maps between stored uint8 28 px images and the padded, normalised tensors the models see."""
+#: preprocessing of each family where the data set does not fix one (data.mean/std null): the MAE sees
+#: ImageNet-normalised pixels, MAGE's tokenizer [0, 1], Palette [-1, 1]; the split serves all three
+FAMILY_NORMALISATION = {
+    "mae": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "vqgan": (0.0, 1.0),
+    "diffusion": (0.5, 0.5),
+}
+#: what a stage without a family (the metric extractor) uses then
+NEUTRAL_NORMALISATION = (0.5, 0.5)
 
-    def __init__(self, image_size: int, mean: float, std: float):
+
+class ImageCodec:
+    """Maps between stored uint8 images and the padded, normalised tensors the models see.
+
+    `mean` and `std` are scalars or one value per channel. Fashion-MNIST's 28 px images are zero-padded to
+    `image_size`; a class-folder tree's images arrive at `image_size` already.
+    """
+
+    def __init__(self, image_size: int, mean, std):
         self.image_size, self.mean, self.std = image_size, mean, std
+        self._mean, self._std = (torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) if isinstance(v, (list, tuple))
+                                 else v for v in (mean, std))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, H, W] (one channel) or [N, C, H, W] to normalised float [N, C, S, S]."""
         x = images.float().div(255.0)
         pad = self.image_size - x.shape[-1]
         left = pad // 2
-        x = torch.nn.functional.pad(x, (left, pad - left, left, pad - left))
-        return ((x - self.mean) / self.std).unsqueeze(1)
+        if pad:
+            x = torch.nn.functional.pad(x, (left, pad - left, left, pad - left))
+        x = (x - self._mean) / self._std
+        return x.unsqueeze(1) if images.dim() == 3 else x
 
     def to_unit(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised model space to [0, 1] pixels."""
-        return (x * self.std + self.mean).clamp(0.0, 1.0)
+        return (x * self._std + self._mean).clamp(0.0, 1.0)
 
     def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
         return (self.to_unit(x) * 255.0).round().to(torch.uint8)
 
     @classmethod
-    def from_params(cls, params: dict) -> "ImageCodec":
+    def from_params(cls, params: dict, family: str | None = None) -> "ImageCodec":
+        """The data set's normalisation when params fix one (Fashion-MNIST), else `family`'s own."""
         d = params["data"]
-        return cls(d["image_size"], d["mean"], d["std"])
+        if d.get("mean") is not None:
+            return cls(d["image_size"], d["mean"], d["std"])
+        mean, std = FAMILY_NORMALISATION[family] if family else NEUTRAL_NORMALISATION
+        return cls(d["image_size"], mean, std)
+
+
+class FashionReader:
+    """Fashion-MNIST behind the reader interface: small enough to hold, so images are tensors."""
+
+    channels = 1
+    classes = CLASSES
+
+    def __init__(self, data_dir: str | Path, image_size: int):
+        self.data_dir, self.image_size = data_dir, image_size
+
+    def labels(self, train: bool) -> torch.Tensor:
+        return load_split(self.data_dir, train)[1]
+
+    def images(self, indices: list[int] | torch.Tensor, train: bool) -> torch.Tensor:
+        """uint8 [N, 28, 28]; the codec pads (kept as before, so the default run's numbers do not move)."""
+        images = load_split(self.data_dir, train)[0]
+        return images[torch.as_tensor(indices, dtype=torch.long)]
+
+
+def kind(params: dict) -> str:
+    return params["data"].get("kind", "fashion_mnist")
+
+
+def channels(params: dict) -> int:
+    return 3 if kind(params) == "image_folder" else 1
+
+
+def reader(params: dict, data_dir: str | Path):
+    """The one reader of the data set params name: `classes`, `channels`, `labels(train)`, `images(idx, train)`."""
+    if kind(params) == "image_folder":
+        from .image_folder import FolderReader
+
+        return FolderReader(data_dir, params["data"]["image_size"])
+    return FashionReader(data_dir, params["data"]["image_size"])

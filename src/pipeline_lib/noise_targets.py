@@ -20,6 +20,8 @@ LOG = logging.getLogger(__name__)
 
 GAUSSIAN_KINDS = ("identity", "diagonal", "lowrank")
 TARGET_KINDS = GAUSSIAN_KINDS + ("uniform", "batch_stats")
+#: kinds whose stage file needs the forget images themselves (the others record only the image shape)
+ESTIMATED_KINDS = ("diagonal", "lowrank")
 
 
 def prepare(kind: str, forget_images: torch.Tensor, rank: int, out: str | Path) -> Covariance:

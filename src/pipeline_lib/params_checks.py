@@ -1,5 +1,7 @@
 """Checks of params.yaml that used to fail only inside a job: said before any job starts, naming the key.
 
+- the classes: overlapping, unknown or empty lists; for a class-folder tree, `data.root` unset or any named
+  class absent (all missing names in one message);
 - `splits.eval_per_class` / `splits.unlearn_per_class` larger than a class holds (known counts for
   Fashion-MNIST; a class-folder tree is checked against its recorded file list when the data stage ran);
 - a transformer's `num_heads` (or `decoder_num_heads`) that does not divide its embedding width, and a
@@ -10,6 +12,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from .errors import ParamsError
@@ -49,12 +53,56 @@ def check_heads(params: dict[str, Any]) -> None:
                                   f"'model.{model}.arch.block_out_channels[{i}]' = {ch}")
 
 
+def check_classes(params: dict[str, Any]) -> None:
+    from .splits import check_sets, resolve_classes, set_key, set_names, set_spec
+
+    if params["data"].get("kind", "fashion_mnist") != "image_folder":
+        check_sets(params)  # overlapping, unknown or empty class lists, or two identical sets
+        return
+    from .image_folder import check_classes as check_tree
+
+    for name in set_names(params):
+        spec, key = set_spec(params, name), set_key(name)
+        named = {k: [c for c in spec[k] if isinstance(c, str)] for k in ("forget", "retain") if isinstance(spec[k], list)}
+        for k, names in named.items():
+            check_tree(params["data"]["root"], names, f"{key}.{k}")
+        if len(named) == 2 and all(len(v) == len(spec[k]) for k, v in named.items()):
+            resolve_classes(params, name, sorted({*named["forget"], *named["retain"]}))  # overlap, duplicates
+
+
+def check_noise(params: dict[str, Any]) -> None:
+    """Σ and batch statistics live in one normalised space: with per-family preprocessing there is none."""
+    if params["data"].get("mean") is not None:
+        return
+    for method, grid in params["methods"].items():
+        kinds = set(grid.get("noise", [])) | {k for own in grid.get("per_model", {}).values() for k in own.get("noise", [])}
+        bad = sorted(kinds & {"diagonal", "lowrank", "batch_stats"})
+        if bad:
+            raise ParamsError(f"params key 'methods.{method}.noise' asks for {', '.join(bad)}, which need one "
+                              "normalisation for every family: set data.mean and data.std, or use identity/uniform")
+
+
+def _recorded_counts(params: dict[str, Any]) -> dict[str, int] | None:
+    """The fewest images per class in the tree's record, if the data stage has run for this root."""
+    path = Path("data") / params["dataset"] / "raw" / "SOURCE.json"
+    if not path.is_file():
+        return None
+    source = json.loads(path.read_text())
+    root = params["data"].get("root")
+    if source.get("kind") != "image_folder" or not root or Path(root).resolve() != Path(source["root"]):
+        return None
+    return {"unlearn_per_class": min(source["per_class"]["train"].values()),
+            "eval_per_class": min(source["per_class"]["val"].values())}
+
+
 def check_per_class(params: dict[str, Any], available: dict[str, int] | None = None) -> None:
-    """`available`: the fewest images any class holds, per key (default: Fashion-MNIST's known counts)."""
+    """`available`: the fewest images any class holds, per key (default: Fashion-MNIST's known counts, or a
+    tree's recorded counts)."""
     if available is None:
-        if params["dataset"] != "fashion_mnist":
+        folder = params["data"].get("kind", "fashion_mnist") == "image_folder"
+        available = _recorded_counts(params) if folder else FASHION_PER_CLASS
+        if available is None:
             return
-        available = FASHION_PER_CLASS
     for key, most in available.items():
         asked = params["splits"][key]
         if asked > most:
@@ -65,4 +113,6 @@ def check_per_class(params: dict[str, Any], available: dict[str, int] | None = N
 def check_all(params: dict[str, Any]) -> None:
     check_device(params)
     check_heads(params)
+    check_classes(params)
+    check_noise(params)
     check_per_class(params)

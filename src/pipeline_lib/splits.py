@@ -45,56 +45,63 @@ def set_settings(params: dict[str, Any], name: str | None) -> dict[str, Any]:
     return {**shared, **{k: v for k, v in s["sets"][name].items() if k in ("forget", "retain")}}
 
 
-def _resolve_list(key: str, spec: Any, taken: set[int], seed: int) -> list[int]:
+def _resolve_list(key: str, spec: Any, taken: set[int], seed: int, classes: list[str]) -> list[int]:
     if isinstance(spec, dict):
-        free = [c for c in range(len(CLASSES)) if c not in taken]
+        free = [c for c in range(len(classes)) if c not in taken]
         if spec["count"] > len(free):
             raise ParamsError(f"params key '{key}.count' = {spec['count']} but only {len(free)} classes are free")
         g = torch.Generator().manual_seed(spec.get("seed", seed))
         order = torch.randperm(len(free), generator=g).tolist()
         return sorted(free[i] for i in order[: spec["count"]])
-    out = []
+    out, index = [], {c: i for i, c in enumerate(classes)}
+    missing = [item for item in spec if isinstance(item, str) and item not in index]
+    if len(missing) > 1:  # a tree lacking classes: name them all at once
+        raise ParamsError(f"params key '{key}' names {len(missing)} classes the data set lacks: {', '.join(missing)}")
     for i, item in enumerate(spec):
         if isinstance(item, int):
-            if not 0 <= item < len(CLASSES):
-                raise ParamsError(f"params key '{key}[{i}]': class index {item} is not in 0..{len(CLASSES) - 1}")
+            if not 0 <= item < len(classes):
+                raise ParamsError(f"params key '{key}[{i}]': class index {item} is not in 0..{len(classes) - 1}")
             out.append(item)
-        elif item in CLASSES:
-            out.append(CLASSES.index(item))
+        elif item in index:
+            out.append(index[item])
         else:
-            raise ParamsError(f"params key '{key}[{i}]': unknown class '{item}'; known: {', '.join(CLASSES)}")
+            known = ", ".join(classes) if len(classes) <= 20 else f"{len(classes)} classes in the data set"
+            raise ParamsError(f"params key '{key}[{i}]': unknown class '{item}'; known: {known}")
     if len(set(out)) != len(out):
         raise ParamsError(f"params key '{key}' lists a class twice")
     return out
 
 
-def resolve_classes(params: dict[str, Any], name: str | None = None) -> dict[str, list[int]]:
-    """Class indices of one set's forget, retain and proxy classes; forget and retain must be disjoint and
-    non-empty. A `{count: N}` draw uses its own `seed`, else params' `seed`."""
+def resolve_classes(params: dict[str, Any], name: str | None = None,
+                    classes: list[str] | None = None) -> dict[str, list[int]]:
+    """Class indices (into `classes`, default Fashion-MNIST's) of one set's forget, retain and proxy classes;
+    forget and retain must be disjoint and non-empty. A `{count: N}` draw uses its own `seed`, else params'."""
     s, seed, key = set_spec(params, name), params["seed"], set_key(name)
+    classes = CLASSES if classes is None else classes
     if isinstance(s["forget"], dict) and not isinstance(s["retain"], dict):
         # listed classes are fixed first; a drawn set only takes from the rest
-        retain = _resolve_list(f"{key}.retain", s["retain"], set(), seed)
-        forget = _resolve_list(f"{key}.forget", s["forget"], set(retain), seed)
+        retain = _resolve_list(f"{key}.retain", s["retain"], set(), seed, classes)
+        forget = _resolve_list(f"{key}.forget", s["forget"], set(retain), seed, classes)
     else:
-        forget = _resolve_list(f"{key}.forget", s["forget"], set(), seed)
-        retain = _resolve_list(f"{key}.retain", s["retain"], set(forget), seed)
+        forget = _resolve_list(f"{key}.forget", s["forget"], set(), seed, classes)
+        retain = _resolve_list(f"{key}.retain", s["retain"], set(forget), seed, classes)
     overlap = sorted(set(forget) & set(retain))
     if overlap:
-        names = ", ".join(CLASSES[c] for c in overlap)
+        names = ", ".join(classes[c] for c in overlap)
         raise ParamsError(f"params keys '{key}.forget' and '{key}.retain' overlap in: {names}")
     if not forget or not retain:
         raise ParamsError(f"params key '{key}.{'forget' if not forget else 'retain'}' selects no class")
-    proxy = [c for c in range(len(CLASSES)) if c not in forget and c not in retain]
+    proxy = [c for c in range(len(classes)) if c not in forget and c not in retain]
     return {"forget": forget, "retain": retain, "proxy": proxy}
 
 
-def _per_class(labels: torch.Tensor, classes: list[int], n: int, g: torch.Generator, where: str) -> list[int]:
+def _per_class(labels: torch.Tensor, classes: list[int], n: int, g: torch.Generator, where: str,
+               names: list[str]) -> list[int]:
     picked = []
     for c in classes:
         idx = (labels == c).nonzero().flatten()
         if len(idx) < n:
-            raise ParamsError(f"params key '{where}' = {n} but class '{CLASSES[c]}' has only {len(idx)} images")
+            raise ParamsError(f"params key '{where}' = {n} but class '{names[c]}' has only {len(idx)} images")
         picked += idx[torch.randperm(len(idx), generator=g)[:n]].sort().values.tolist()
     return picked
 
@@ -118,20 +125,22 @@ def check_sets(params: dict[str, Any]) -> None:
 
 
 def make_splits(params: dict[str, Any], train_labels: torch.Tensor, test_labels: torch.Tensor,
-                name: str | None = None) -> dict[str, Any]:
+                name: str | None = None, names: list[str] | None = None) -> dict[str, Any]:
     """One set's classes and image indices. The images of a class are drawn with params' seed, whatever the
-    set, so a class is evaluated on the same test images in every set that holds it."""
-    classes = resolve_classes(params, name)
+    set, so a class is evaluated on the same test images in every set that holds it. `names`: the data set's
+    classes (default Fashion-MNIST's)."""
+    names = CLASSES if names is None else names
+    classes = resolve_classes(params, name, names)
     s = params["splits"]
     g = torch.Generator().manual_seed(params["seed"])
-    unlearn = {k: _per_class(train_labels, v, s["unlearn_per_class"], g, "splits.unlearn_per_class")
+    unlearn = {k: _per_class(train_labels, v, s["unlearn_per_class"], g, "splits.unlearn_per_class", names)
                for k, v in classes.items()}
-    evaluation = {k: _per_class(test_labels, classes[k], s["eval_per_class"], g, "splits.eval_per_class")
+    evaluation = {k: _per_class(test_labels, classes[k], s["eval_per_class"], g, "splits.eval_per_class", names)
                   for k in ("forget", "retain")}
     return {
         "dataset": params["dataset"],
         **({} if name is None else {"set": name}),
-        "classes": {k: [CLASSES[c] for c in v] for k, v in classes.items()},
+        "classes": {k: [names[c] for c in v] for k, v in classes.items()},
         "class_indices": classes,
         "unlearn": unlearn,  # indices into the official train file
         "eval": evaluation,  # indices into the official test file
@@ -159,11 +168,11 @@ def retain_indices(split: dict[str, Any], kind: str, labels: torch.Tensor, limit
             raise ParamsError("retain 'limited' needs params key 'unlearn.limited_per_class'")
         retain = torch.tensor(split["unlearn"]["retain"], dtype=torch.long)
         picked = []
-        for c in split["class_indices"]["retain"]:
+        for c, name in zip(split["class_indices"]["retain"], split["classes"]["retain"]):
             idx = retain[labels[retain] == c]
             if len(idx) < limited_per_class:
                 raise ParamsError(f"params key 'unlearn.limited_per_class' = {limited_per_class} but class "
-                                  f"'{CLASSES[c]}' has only {len(idx)} unlearning images")
+                                  f"'{name}' has only {len(idx)} unlearning images")
             picked += idx[torch.randperm(len(idx), generator=g)[:limited_per_class]].sort().values.tolist()
         return picked
     raise ParamsError(f"unknown retain kind '{kind}': expected real, proxy or limited")

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from . import datasets, noise_targets, paths
+from . import datasets, noise_targets, paths, streaming
 from .atomic import atomic_path, write_json
 from .checkpoints import load_checkpoint_file, load_official, obtain_checkpoint
 from .config import (OPTION_AXES, PHASE_I, family_arch, parse_variant, run_seed, run_settings, unlearn_runs,
@@ -42,16 +42,35 @@ def _read_splits(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def _images(data_dir: str, indices: list[int], train: bool, codec: datasets.ImageCodec):
-    images, labels = datasets.load_split(data_dir, train)
+def _reader(params: dict, data_dir: str):
+    """The data set's reader; streamed sets decode with `runtime.loader_workers` DataLoader workers."""
+    streaming.configure(params["runtime"].get("loader_workers"))
+    return datasets.reader(params, data_dir)
+
+
+def _images(params: dict, data_dir: str, indices: list[int], train: bool, codec: datasets.ImageCodec):
+    """A (small) subset in memory, normalised: evaluation sets."""
+    reader = _reader(params, data_dir)
     idx = torch.tensor(indices, dtype=torch.long)
-    return codec.encode(images[idx]), labels[idx]
+    return codec.encode(streaming.materialise(reader.images(idx, train))), reader.labels(train)[idx]
+
+
+def _codec(params: dict, family: str | None = None) -> datasets.ImageCodec:
+    return datasets.ImageCodec.from_params(params, family)
 
 
 def data(params: dict, out: str) -> None:
+    """Fashion-MNIST: verified copies of the idx files; a class-folder tree: its file list, nothing copied."""
     d = params["data"]
     with atomic_path(out, directory=True) as tmp:
-        source = datasets.acquire(tmp, d["root"], d["download"])
+        if datasets.kind(params) == "image_folder":
+            from .image_folder import record
+
+            source = record(d["root"], tmp)
+            LOG.info("%s: %d classes, %s images, file list sha256 %s", d["root"], len(source["classes"]),
+                     source["images"], source["files_sha256"])
+            return
+        source = datasets.acquire(tmp, d["root"], d.get("download", False))
         write_json(tmp / "SOURCE.json", {"source": source, "md5": datasets.FILES})
 
 
@@ -61,9 +80,8 @@ def splits(params: dict, data_dir: str, out: str, set_name: str | None = None) -
     if set_name not in names:
         raise ParamsError(f"params key 'splits' holds the sets [{', '.join(map(str, names))}]; "
                           + ("name one with --set" if set_name is None else f"not '{set_name}'"))
-    _, train_labels = datasets.load_split(data_dir, train=True)
-    _, test_labels = datasets.load_split(data_dir, train=False)
-    result = make_splits(params, train_labels, test_labels, set_name)
+    reader = _reader(params, data_dir)
+    result = make_splits(params, reader.labels(True), reader.labels(False), set_name, reader.classes)
     for part in ("unlearn", "eval"):
         for name, idx in result[part].items():
             LOG.info("%s/%s: %d images of %s", part, name, len(idx), ", ".join(result["classes"][name]))
@@ -72,7 +90,7 @@ def splits(params: dict, data_dir: str, out: str, set_name: str | None = None) -
 
 def _checkpoint_model(params: dict, model: str, out: str) -> None:
     """Obtain, verify and convert a published checkpoint named in params (a download is removed afterwards)."""
-    cfg, codec = params["model"][model], datasets.ImageCodec.from_params(params)
+    cfg, codec = params["model"][model], _codec(params, model)
     ckpt = cfg["checkpoint"]
     key = f"model.{model}.checkpoint"
     context: dict[str, Any] = {"image_size": codec.image_size}
@@ -90,29 +108,32 @@ def _checkpoint_model(params: dict, model: str, out: str) -> None:
             if downloaded:
                 path.unlink(missing_ok=True)
     source = ckpt.get("url") or str(ckpt["path"])
-    if (net.image_size, net.in_chans) != (codec.image_size, 1):
+    chans = datasets.channels(params)
+    if (net.image_size, net.in_chans) != (codec.image_size, chans):
         raise DataError(f"checkpoint {source} expects {net.in_chans}x{net.image_size}px images, "
-                        f"the dataset gives 1x{codec.image_size}px")
+                        f"the dataset gives {chans}x{codec.image_size}px")
     save_model(net, out, {"source": source, "sha256": ckpt["sha256"], **getattr(net, "official_meta", {})})
 
 
-def _train_images(images: torch.Tensor, training: dict) -> torch.Tensor:
-    return images[: training["subset"]] if training.get("subset") else images
+def _train_images(reader, indices: torch.Tensor, training: dict):
+    """The training images a recipe sees (the first `subset` of `indices`), streamed or in memory."""
+    return reader.images(indices[: training["subset"]] if training.get("subset") else indices, True)
 
 
-def _train_model(params: dict, model: str, images: torch.Tensor, parts: dict[str, str], out: str,
+def _train_model(params: dict, model: str, reader, indices: torch.Tensor, parts: dict[str, str], out: str,
                  source: str, desc: str) -> None:
     """The family's own recipe from scratch: pre-training, and the retrain reference on fewer classes."""
-    cfg, codec = params["model"][model], datasets.ImageCodec.from_params(params)
+    cfg, codec = params["model"][model], _codec(params, model)
     g = seed_everything(params["seed"])
     device = _device(params)
     training = cfg["pretrain"]
-    net = build_model(model, family_arch(params, model), codec.image_size, in_chans=1)
+    net = build_model(model, family_arch(params, model), codec.image_size, in_chans=reader.channels)
     for part, path in parts.items():
         net.attach_pretrained(part, path)
     net = net.to(device)
     mask_fn = mask_sampler(training["mask"], codec.image_size, net.mask_granularity, g)
-    loader = ImageLoader(codec.encode(_train_images(images, training)), training["batch_size"], g, mask_fn=mask_fn)
+    loader = ImageLoader(_train_images(reader, indices, training), training["batch_size"], g, mask_fn=mask_fn,
+                         transform=codec.encode)
     stats = fit(FamilyObjective(net), loader, training, device, params["runtime"]["amp"], desc=desc)
     save_model(net.cpu(), out, {"source": source, "parts": parts, "training": stats})
 
@@ -131,8 +152,9 @@ def pretrain(params: dict, model: str, data_dir: str, out: str, tokenizer: str |
     if params["model"][model]["checkpoint"] is not None:
         _checkpoint_model(params, model, out)
         return
-    images, _ = datasets.load_split(data_dir, train=True)
-    _train_model(params, model, images, _parts(model, tokenizer), out, "pretrained here on all classes",
+    reader = _reader(params, data_dir)
+    everything = torch.arange(len(reader.labels(True)))
+    _train_model(params, model, reader, everything, _parts(model, tokenizer), out, "pretrained here on all classes",
                  f"pretrain {model}")
 
 
@@ -142,22 +164,24 @@ def retrain(params: dict, model: str, data_dir: str, splits_path: str, out: str,
     A frozen part (VQ-GAN's tokenizer) is shared with the original model, as a fixed component would be.
     """
     split = _read_splits(splits_path)
-    images, labels = datasets.load_split(data_dir, train=True)
+    reader = _reader(params, data_dir)
+    labels = reader.labels(True)
     keep = ~torch.isin(labels, torch.tensor(split["class_indices"]["forget"]))
     LOG.info("retraining %s on %d of %d training images (forget classes %s left out)", model, int(keep.sum()),
              len(labels), ", ".join(split["classes"]["forget"]))
-    _train_model(params, model, images[keep], _parts(model, tokenizer), out,
+    _train_model(params, model, reader, keep.nonzero().flatten(), _parts(model, tokenizer), out,
                  "retrained here without the forget classes", f"retrain {model}")
 
 
 def pretrain_part(params: dict, model: str, part: str, data_dir: str, out: str) -> None:
     """A frozen component pre-trained before its model (VQ-GAN's tokenizer), on all training images."""
-    cfg, codec = params["model"][model][part], datasets.ImageCodec.from_params(params)
+    cfg, codec = params["model"][model][part], _codec(params, model)
     g = seed_everything(params["seed"])
     device = _device(params)
-    images, _ = datasets.load_split(data_dir, train=True)
-    module = FAMILIES[model].build_part(part, cfg["arch"], codec.image_size, 1).to(device)
-    loader = ImageLoader(codec.encode(_train_images(images, cfg["pretrain"])), cfg["pretrain"]["batch_size"], g)
+    reader = _reader(params, data_dir)
+    module = FAMILIES[model].build_part(part, cfg["arch"], codec.image_size, reader.channels).to(device)
+    images = _train_images(reader, torch.arange(len(reader.labels(True))), cfg["pretrain"])
+    loader = ImageLoader(images, cfg["pretrain"]["batch_size"], g, transform=codec.encode)
     stats = fit(PartObjective(module), loader, cfg["pretrain"], device, params["runtime"]["amp"],
                 desc=f"pretrain {model} {part}")
     module.cpu().save(out, {"source": "pretrained here on all classes", "training": stats})
@@ -166,28 +190,33 @@ def pretrain_part(params: dict, model: str, part: str, data_dir: str, out: str) 
 def train_extractor(params: dict, data_dir: str, out: str) -> None:
     from . import extractor  # torch-fidelity loads only in the stages that use it
 
-    cfg, codec = params["extractor"], datasets.ImageCodec.from_params(params)
+    cfg, codec = params["extractor"], _codec(params)
     g = seed_everything(params["seed"])
     device = _device(params)
-    images, labels = datasets.load_split(data_dir, train=True)
+    reader = _reader(params, data_dir)
     training = cfg["training"]
+    labels = reader.labels(True)
+    everything = torch.arange(len(labels))
     if training.get("subset"):
-        images, labels = images[: training["subset"]], labels[: training["subset"]]
-    net = extractor.Classifier(1, len(datasets.CLASSES), cfg["feature_dim"]).to(device)
-    loader = ImageLoader(codec.encode(images), training["batch_size"], g, labels=labels)
+        everything, labels = everything[: training["subset"]], labels[: training["subset"]]
+    net = extractor.Classifier(reader.channels, len(reader.classes), cfg["feature_dim"]).to(device)
+    loader = ImageLoader(reader.images(everything, True), training["batch_size"], g, labels=labels,
+                         transform=codec.encode)
     stats = fit(extractor.ClassifierObjective(net), loader, training, device, params["runtime"]["amp"], desc="extractor")
-    test_x, test_y = datasets.load_split(data_dir, train=False)
+    test_y = reader.labels(False)
+    test_x = reader.images(torch.arange(len(test_y)), False)
     net.eval()
     with torch.no_grad():
-        pred = torch.cat([net(codec.encode(b).to(device)).argmax(1).cpu() for b in test_x.split(1000)])
+        pred = torch.cat([net(codec.encode(b).to(device)).argmax(1).cpu()
+                          for b in streaming.batches(test_x, list(torch.arange(len(test_y)).split(1000)))])
     stats["test_accuracy"] = float((pred == test_y).float().mean())
     LOG.info("extractor test accuracy %.4f", stats["test_accuracy"])
     extractor.save_extractor(net.cpu(), out, codec.mean, codec.std, stats)
 
 
 def _eval_uint8(params: dict, data_dir: str, split: dict, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-    codec = datasets.ImageCodec.from_params(params)
-    x, labels = _images(data_dir, split["eval"][which], False, codec)
+    codec = _codec(params)
+    x, labels = _images(params, data_dir, split["eval"][which], False, codec)
     return codec.to_uint8(x), labels
 
 
@@ -206,8 +235,11 @@ def reference(params: dict, data_dir: str, splits_path: str, extractor_path: str
 def noise(params: dict, kind: str, data_dir: str, splits_path: str, out: str) -> None:
     """Σ (or nothing, for uniform and batch_stats) of the forget set, for l2n's noise targets."""
     seed_everything(params["seed"])
-    codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
-    x_f, _ = _images(data_dir, split["unlearn"]["forget"], True, codec)
+    codec, split = _codec(params), _read_splits(splits_path)
+    if kind in noise_targets.ESTIMATED_KINDS:
+        x_f, _ = _images(params, data_dir, split["unlearn"]["forget"], True, codec)
+    else:  # the image shape is all these kinds record
+        x_f = torch.empty(0, datasets.channels(params), codec.image_size, codec.image_size)
     noise_targets.prepare(kind, x_f, params["noise"]["rank"], out)
 
 
@@ -242,13 +274,12 @@ def unlearn(params: dict, model: str, method: str, variant: str, original: str, 
     seed = run_seed(params, point)  # the run's own seed on the `seeds` axis, else params' seed
     g = seed_everything(seed)
     device = _device(params)
-    codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
+    codec, split = _codec(params, model), _read_splits(splits_path)
     training, fixed = run_settings(params, method, model)
     retain_kind = point.get("retain", "real")
-    _, train_labels = datasets.load_split(data_dir, train=True)
-    retain = retain_indices(split, retain_kind, train_labels, cfg.get("limited_per_class"), seed)
-    x_f, _ = _images(data_dir, split["unlearn"]["forget"], True, codec)
-    x_r, _ = _images(data_dir, retain, True, codec)
+    reader = _reader(params, data_dir)
+    retain = retain_indices(split, retain_kind, reader.labels(True), cfg.get("limited_per_class"), seed)
+    x_f, x_r = reader.images(split["unlearn"]["forget"], True), reader.images(retain, True)
     teacher = load_model(original, device)
     student = copy.deepcopy(teacher)
     options = _method_options(method, point, fixed, anchors or [])
@@ -257,7 +288,7 @@ def unlearn(params: dict, model: str, method: str, variant: str, original: str, 
 
     def loader(gen: torch.Generator) -> BalancedLoader:
         mask_fn = mask_sampler(cfg["mask"], codec.image_size, student.mask_granularity, gen)
-        return BalancedLoader(x_r, x_f, training["batch_size"], gen, mask_fn, sampler)
+        return BalancedLoader(x_r, x_f, training["batch_size"], gen, mask_fn, sampler, transform=codec.encode)
 
     stats = fit(objective, loader(g), training, device, params["runtime"]["amp"], desc=f"{method} {variant} {model}")
     # f1/f2 after training on one fixed pass (same batches for every run of this retain set, whatever its seed)
@@ -274,7 +305,10 @@ def _save_pngs(images: torch.Tensor, directory: Path) -> None:
 
     directory.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(images):
-        Image.fromarray(img[0].numpy(), mode="L").save(directory / f"{i:04d}.png")
+        if img.shape[0] == 1:
+            Image.fromarray(img[0].numpy(), mode="L").save(directory / f"{i:04d}.png")
+        else:
+            Image.fromarray(img.permute(1, 2, 0).contiguous().numpy(), mode="RGB").save(directory / f"{i:04d}.png")
 
 
 def _sampling_model(params: dict, checkpoint: str, device: torch.device):
@@ -285,7 +319,7 @@ def _sampling_model(params: dict, checkpoint: str, device: torch.device):
 
 def _fill(params: dict, net, x: torch.Tensor, task: str, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(reconstructions, masks) of `x` for one task; masks come from the seed, so every model sees the same."""
-    codec, spec, bs = datasets.ImageCodec.from_params(params), params["task"][task], params["generate"]["batch_size"]
+    codec, spec, bs = _codec(params, net.family), params["task"][task], params["generate"]["batch_size"]
     device = next(net.parameters()).device
     g = torch.Generator().manual_seed(params["seed"])
     mask = torch.cat([sample_mask(spec, len(b), codec.image_size, net.mask_granularity, g) for b in x.split(bs)])
@@ -296,11 +330,11 @@ def _fill(params: dict, net, x: torch.Tensor, task: str, desc: str) -> tuple[tor
     return torch.cat(recon), mask
 
 
-def _write_recon(params: dict, tmp: Path, which: str, x: torch.Tensor, recon: torch.Tensor, mask: torch.Tensor,
-                 labels: torch.Tensor) -> None:
+def _write_recon(params: dict, family: str, tmp: Path, which: str, x: torch.Tensor, recon: torch.Tensor,
+                 mask: torch.Tensor, labels: torch.Tensor) -> None:
     from safetensors.torch import save_file
 
-    codec = datasets.ImageCodec.from_params(params)
+    codec = _codec(params, family)
     recon_u8 = codec.to_uint8(recon)
     tensors = {"recon": recon_u8, "gt": codec.to_uint8(x), "mask": mask.to(torch.uint8), "labels": labels}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{which}.safetensors"))
@@ -310,13 +344,14 @@ def _write_recon(params: dict, tmp: Path, which: str, x: torch.Tensor, recon: to
 def generate(params: dict, checkpoint: str, data_dir: str, splits_path: str, task: str, out: str) -> None:
     """Reconstructions of both evaluation sets: a tensor file per set plus one PNG per image."""
     seed_everything(params["seed"])
-    codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
+    split = _read_splits(splits_path)
     net = _sampling_model(params, checkpoint, _device(params))
+    codec = _codec(params, net.family)
     with atomic_path(out, directory=True) as tmp:
         for which in paths.SETS:
-            x, labels = _images(data_dir, split["eval"][which], False, codec)
+            x, labels = _images(params, data_dir, split["eval"][which], False, codec)
             recon, mask = _fill(params, net, x, task, f"generate {which}")
-            _write_recon(params, tmp, which, x, recon, mask, labels)
+            _write_recon(params, net.family, tmp, which, x, recon, mask, labels)
     LOG.info("reconstructions written to %s", out)
 
 
@@ -327,15 +362,16 @@ def crossval(params: dict, checkpoint: str, original: str, data_dir: str, splits
     original model would restore them from what the unlearned model left around the hole.
     """
     seed_everything(params["seed"])
-    codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
+    split = _read_splits(splits_path)
     cfg, device = params["crossval"], _device(params)
     first, second = _sampling_model(params, checkpoint, device), _sampling_model(params, original, device)
+    codec = _codec(params, first.family)
     with atomic_path(out, directory=True) as tmp:
         for which in paths.SETS:
-            x, labels = _images(data_dir, split["eval"][which], False, codec)
+            x, labels = _images(params, data_dir, split["eval"][which], False, codec)
             inpainted, _ = _fill(params, first, x, cfg["inpaint"], f"inpaint {which}")
             outpainted, mask = _fill(params, second, inpainted, cfg["outpaint"], f"outpaint {which} (original)")
-            _write_recon(params, tmp, which, x, outpainted, mask, labels)
+            _write_recon(params, first.family, tmp, which, x, outpainted, mask, labels)
     LOG.info("cross-validation reconstructions written to %s", out)
 
 

@@ -39,6 +39,11 @@ with open("params.yaml") as fh:
 DATASET = config["dataset"]
 
 
+def family_gpus(wildcards):
+    """The GPUs a job of this family asks for (params model.<family>.gpus; the presets carry paper 1's)."""
+    return config["model"][wildcards.model].get("gpus", 1)
+
+
 # {scope} is the forget set's part of a path: empty for the single unnamed set, /sets/<name> otherwise
 # (pipeline_lib.paths.scope); shared artefacts (raw data, pre-trained models, extractor) have none.
 wildcard_constraints:

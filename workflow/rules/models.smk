@@ -13,7 +13,7 @@ rule pretrain_part:
         "../envs/pipeline.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=family_gpus,
         mem_mb=8000,
         runtime=240,
     params:
@@ -40,7 +40,7 @@ rule pretrain:
         "../envs/pipeline.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=family_gpus,
         mem_mb=8000,
         runtime=240,
     params:
@@ -68,7 +68,7 @@ rule retrain:
         "../envs/pipeline.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=family_gpus,
         mem_mb=8000,
         runtime=240,
     params:

@@ -20,7 +20,7 @@ rule unlearn:
         "../envs/pipeline.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=family_gpus,
         mem_mb=8000,
         runtime=240,
     params:
