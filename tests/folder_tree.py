@@ -58,3 +58,25 @@ def folder_params(preset: str, root: Path, forget: list[str], retain: list[str],
     params["splits"].update({"forget": forget, "retain": retain, **splits})
     params["runtime"]["loader_workers"] = 0
     return params
+
+
+def tiny_folder_params(root: Path, forget: list[str], retain: list[str], dataset: str = "imagenet") -> dict:
+    """The smoke preset's tiny models of all three families on a class-folder tree at 64 px (8 px patches
+    and tokens), each family with its own preprocessing: the whole DAG in a few minutes on a CPU."""
+    params = yaml.safe_load((REPO_ROOT / "presets" / "smoke.yaml").read_text())
+    params["dataset"] = dataset
+    params["data"] = {"kind": "image_folder", "root": str(root), "image_size": 64, "mean": None, "std": None}
+    params["splits"].update({"forget": forget, "retain": retain, "unlearn_per_class": 4, "eval_per_class": 3})
+    params["model"]["mae"]["arch"]["patch_size"] = 8
+    params["model"]["vqgan"]["tokenizer"]["arch"]["downsample"] = 8
+    for model in ("mae", "vqgan", "diffusion"):
+        params["model"][model]["pretrain"]["batch_size"] = 8
+    params["model"]["vqgan"]["tokenizer"]["pretrain"]["batch_size"] = 8
+    params["extractor"]["training"].update({"batch_size": 8, "subset": None})
+    params["unlearn"]["training"]["batch_size"] = 4
+    params["methods"]["l2n"] = {"alpha": [0.25], "noise": ["identity"]}
+    params["task"]["center"] = {"kind": "center", "size": 16}
+    params["generate"]["batch_size"] = 8
+    params["metrics"]["batch_size"] = 8
+    params["runtime"].update({"threads": 1, "loader_workers": 1})
+    return params

@@ -62,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     fn, args = STAGES[ns.stage]
     try:
         params = load_params(ns.params)
+        from . import distributed
+
+        relaunch = distributed.relaunch_command(ns.stage, params, getattr(ns, "model", None),
+                                                sys.argv[1:] if argv is None else argv)
+        if relaunch is not None:  # the family asks for several GPUs: one process per GPU under torchrun
+            LOG.info("stage %s: %s", ns.stage, " ".join(relaunch))
+            return distributed.run_relaunched(relaunch)
+        distributed.setup(params["runtime"]["device"])
         if ns.stage not in ("dvc-yaml", "record", "adopt"):
             from .dvc_stages import check_current_stage
 

@@ -41,9 +41,12 @@ class Stage:
     params: list[str | dict[str, None]]
     outs: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
+    always_changed: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"cmd": self.cmd, "deps": self.deps, "params": self.params}
+        if self.always_changed:
+            out["always_changed"] = True
         if self.outs:
             out["outs"] = self.outs
         if self.metrics:
@@ -206,8 +209,11 @@ def stages(params: dict[str, Any]) -> list[Stage]:
     raw = f"data/{ds}/raw"
     extractor = f"data/{ds}/extractor/classifier.safetensors"
     sets = [(paths.set_root(ds, name), name) for name in set_names(params)]
+    # a class-folder tree lies outside DVC: the stage re-lists it on every repro (cheap; the images are not
+    # hashed), and an unchanged file list leaves every later stage cached
     out = [Stage("data", f"{PY} data --params params.yaml --out {raw} --log logs/data/{ds}.log",
-                 [f"{CODE}/datasets.py"], ["dataset", "data"], [raw])]
+                 [f"{CODE}/datasets.py"], ["dataset", "data"], [raw],
+                 always_changed=params["data"].get("kind") == "image_folder")]
     out += [_split_stage(params, raw, *scope) for scope in sets]
     out += _model_stages(params, ds, raw)
     out += [s for scope in sets for s in _retrain_stages(params, ds, raw, *scope)]

@@ -15,3 +15,7 @@ class DataError(PipelineError):
 
 class NonFiniteLossError(PipelineError):
     """Training produced a NaN or infinite loss; continuing would write a broken model."""
+
+
+class ResourceError(PipelineError):
+    """The device ran out of memory; the message names the params key to lower."""

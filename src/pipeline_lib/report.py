@@ -108,11 +108,14 @@ def image_grid(params: dict[str, Any], task: str, out: Path, per_set: int, root:
         picks = torch.linspace(0, len(first["gt"]) - 1, per_set).round().long()
         for r, i in enumerate(picks):
             masked = first["gt"][i].clone()
-            masked[first["mask"][i].bool()] = 128
+            masked[first["mask"][i].bool().expand_as(masked)] = 128
             cells = [first["gt"][i], masked] + [rc["recon"][i] for rc in recons]
             for c, img in enumerate(cells):
                 ax = axes[s * per_set + r, c]
-                ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=255)
+                if img.shape[0] == 3:
+                    ax.imshow(img.permute(1, 2, 0).numpy())
+                else:
+                    ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=255)
                 ax.set_xticks([]), ax.set_yticks([])
                 if s * per_set + r == 0:
                     ax.set_title(columns[c], fontsize=6)

@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from . import datasets, noise_targets, paths, streaming
+from . import datasets, distributed, noise_targets, paths, streaming
 from .atomic import atomic_path, write_json
 from .checkpoints import load_checkpoint_file, load_official, obtain_checkpoint
 from .config import (OPTION_AXES, PHASE_I, family_arch, parse_variant, run_seed, run_settings, unlearn_runs,
                      variant_name)
-from .errors import DataError, ParamsError
+from .errors import DataError, ParamsError, ResourceError
 from .loaders import BalancedLoader, ImageLoader, mask_sampler
 from .masks import sample_mask
 from .methods import build_method, epsilon_levels
@@ -132,10 +132,14 @@ def _train_model(params: dict, model: str, reader, indices: torch.Tensor, parts:
         net.attach_pretrained(part, path)
     net = net.to(device)
     mask_fn = mask_sampler(training["mask"], codec.image_size, net.mask_granularity, g)
-    loader = ImageLoader(_train_images(reader, indices, training), training["batch_size"], g, mask_fn=mask_fn,
-                         transform=codec.encode)
-    stats = fit(FamilyObjective(net), loader, training, device, params["runtime"]["amp"], desc=desc)
-    save_model(net.cpu(), out, {"source": source, "parts": parts, "training": stats})
+    # the loader draws the global batch (per-GPU batch x processes); each process trains on its share
+    loader = ImageLoader(_train_images(reader, indices, training), training["batch_size"] * distributed.world()[1], g,
+                         mask_fn=mask_fn, transform=codec.encode)
+    stats = fit(FamilyObjective(net), loader, training, device, params["runtime"]["amp"], desc=desc,
+                batch_key=f"model.{model}.pretrain.batch_size")
+    if distributed.is_main():
+        save_model(net.cpu(), out, {"source": source, "parts": parts, "training": stats,
+                                    "processes": distributed.world()[1]})
 
 
 def _parts(model: str, tokenizer: str | None) -> dict[str, str]:
@@ -183,7 +187,7 @@ def pretrain_part(params: dict, model: str, part: str, data_dir: str, out: str) 
     images = _train_images(reader, torch.arange(len(reader.labels(True))), cfg["pretrain"])
     loader = ImageLoader(images, cfg["pretrain"]["batch_size"], g, transform=codec.encode)
     stats = fit(PartObjective(module), loader, cfg["pretrain"], device, params["runtime"]["amp"],
-                desc=f"pretrain {model} {part}")
+                desc=f"pretrain {model} {part}", batch_key=f"model.{model}.{part}.pretrain.batch_size")
     module.cpu().save(out, {"source": "pretrained here on all classes", "training": stats})
 
 
@@ -202,7 +206,8 @@ def train_extractor(params: dict, data_dir: str, out: str) -> None:
     net = extractor.Classifier(reader.channels, len(reader.classes), cfg["feature_dim"]).to(device)
     loader = ImageLoader(reader.images(everything, True), training["batch_size"], g, labels=labels,
                          transform=codec.encode)
-    stats = fit(extractor.ClassifierObjective(net), loader, training, device, params["runtime"]["amp"], desc="extractor")
+    stats = fit(extractor.ClassifierObjective(net), loader, training, device, params["runtime"]["amp"], desc="extractor",
+                batch_key="extractor.training.batch_size")
     test_y = reader.labels(False)
     test_x = reader.images(torch.arange(len(test_y)), False)
     net.eval()
@@ -288,16 +293,29 @@ def unlearn(params: dict, model: str, method: str, variant: str, original: str, 
 
     def loader(gen: torch.Generator) -> BalancedLoader:
         mask_fn = mask_sampler(cfg["mask"], codec.image_size, student.mask_granularity, gen)
-        return BalancedLoader(x_r, x_f, training["batch_size"], gen, mask_fn, sampler, transform=codec.encode)
+        return BalancedLoader(x_r, x_f, training["batch_size"] * distributed.world()[1], gen, mask_fn, sampler,
+                              transform=codec.encode)
 
-    stats = fit(objective, loader(g), training, device, params["runtime"]["amp"], desc=f"{method} {variant} {model}")
+    stats = fit(objective, loader(g), training, device, params["runtime"]["amp"], desc=f"{method} {variant} {model}",
+                batch_key=_unlearn_batch_key(params, method, model))
     # f1/f2 after training on one fixed pass (same batches for every run of this retain set, whatever its seed)
     objectives = evaluate_objective(objective, loader(torch.Generator().manual_seed(params["seed"] + 1)), device)
     LOG.info("objectives after training: %s", objectives)
     meta = {"method": method, "variant": variant, **point, "options": options, "noise_file": noise,
             "original": original, "training": stats, "objectives": objectives, "retain": retain_kind,
-            "retain_images": len(x_r), "forget_images": len(x_f)}
-    save_model(student.cpu(), out, meta)
+            "retain_images": len(x_r), "forget_images": len(x_f), "processes": distributed.world()[1]}
+    if distributed.is_main():
+        save_model(student.cpu(), out, meta)
+
+
+def _unlearn_batch_key(params: dict, method: str, model: str) -> str:
+    """The params key that sets this run's batch size (per_model over the method's over unlearn's)."""
+    grid = params["methods"][method]
+    if "batch_size" in grid.get("per_model", {}).get(model, {}).get("training", {}):
+        return f"methods.{method}.per_model.{model}.training.batch_size"
+    if "training" in grid:
+        return f"methods.{method}.training.batch_size"
+    return "unlearn.training.batch_size"
 
 
 def _save_pngs(images: torch.Tensor, directory: Path) -> None:
@@ -326,7 +344,11 @@ def _fill(params: dict, net, x: torch.Tensor, task: str, desc: str) -> tuple[tor
     recon = []
     with torch.no_grad():
         for xb, mb in progress(list(zip(x.split(bs), mask.split(bs))), desc=desc):
-            recon.append(net.reconstruct(xb.to(device), mb.to(device)).float().cpu())
+            try:
+                recon.append(net.reconstruct(xb.to(device), mb.to(device)).float().cpu())
+            except torch.OutOfMemoryError:
+                raise ResourceError(f"{desc}: out of memory on {device}; lower params key 'generate.batch_size' "
+                                    f"(now {bs})") from None
     return torch.cat(recon), mask
 
 

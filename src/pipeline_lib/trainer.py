@@ -15,7 +15,8 @@ from typing import Any, Iterable, Protocol
 import torch
 from torch import nn
 
-from .errors import NonFiniteLossError
+from . import distributed
+from .errors import NonFiniteLossError, ResourceError
 from .runtime import progress
 
 LOG = logging.getLogger(__name__)
@@ -55,11 +56,18 @@ def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def fit(objective: Objective, loader: Iterable[dict[str, Any]], training: dict[str, Any], device: torch.device,
-        amp: bool = False, desc: str = "train") -> dict[str, Any]:
-    """Run `training.epochs` passes (or `training.max_steps` steps); return timing and loss statistics."""
+        amp: bool = False, desc: str = "train", batch_key: str = "the batch size") -> dict[str, Any]:
+    """Run `training.epochs` passes (or `training.max_steps` steps); return timing and loss statistics.
+
+    Under torchrun every process takes its share of each batch and gradients are averaged (`distributed`);
+    running out of device memory names `batch_key`, the params key to lower.
+    """
     params = objective.trainable_parameters()
     if not params:
         raise ValueError(f"{desc}: the objective has no trainable parameters")
+    if distributed.world()[1] > 1 and getattr(objective, "backward", None) is not None:
+        raise ValueError(f"{desc}: this method transforms gradients itself and runs on one process only: set "
+                         "the family's gpus to 1")
     optimizer = build_optimizer(params, training["optimizer"])
     steps_per_epoch = len(loader)  # type: ignore[arg-type]
     total = training["epochs"] * steps_per_epoch
@@ -74,24 +82,16 @@ def fit(objective: Objective, loader: Iterable[dict[str, Any]], training: dict[s
         for batch in loader:
             if step >= total:
                 break
-            batch = _to(batch, device)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                losses = objective.loss(batch)
-            loss = losses["loss"]
-            if not torch.isfinite(loss):
-                parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-                hint = getattr(objective, "divergence_hint", None) or "lower the learning rate or check the inputs"
-                raise NonFiniteLossError(f"{desc}: non-finite loss at step {step + 1} ({parts}); {hint}")
-            optimizer.zero_grad(set_to_none=True)
-            backward = getattr(objective, "backward", None)
-            if backward is not None:
-                backward(losses, params)  # gradient-transform methods (EBU, ε-constrained) fill .grad themselves
-            else:
-                loss.backward()
-            optimizer.step()
-            step += 1
             images += batch.get("n", 0)
-            record = {k: float(v.detach()) for k, v in losses.items()}
+            batch, weight = distributed.shard(batch)
+            batch = _to(batch, device)
+            try:
+                losses = _step(objective, optimizer, batch, params, device, use_amp, weight, desc, step)
+            except torch.OutOfMemoryError:
+                raise ResourceError(f"{desc}: out of memory on {device} at step {step + 1}; lower params key "
+                                    f"'{batch_key}' (now {training['batch_size']})") from None
+            step += 1
+            record = distributed.average_losses({k: float(v.detach()) for k, v in losses.items()}, weight)
             history.append(record)
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
@@ -114,6 +114,26 @@ def fit(objective: Objective, loader: Iterable[dict[str, Any]], training: dict[s
         "first_loss": history[0]["loss"],
         "final_losses": final,
     }
+
+
+def _step(objective: Objective, optimizer: torch.optim.Optimizer, batch: dict[str, Any], params: list[nn.Parameter],
+          device: torch.device, use_amp: bool, weight: float, desc: str, step: int) -> dict[str, torch.Tensor]:
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+        losses = objective.loss(batch)
+    loss = losses["loss"]
+    if not torch.isfinite(loss):
+        parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+        hint = getattr(objective, "divergence_hint", None) or "lower the learning rate or check the inputs"
+        raise NonFiniteLossError(f"{desc}: non-finite loss at step {step + 1} ({parts}); {hint}")
+    optimizer.zero_grad(set_to_none=True)
+    backward = getattr(objective, "backward", None)
+    if backward is not None:
+        backward(losses, params)  # gradient-transform methods (EBU, ε-constrained) fill .grad themselves
+    else:
+        loss.backward()
+        distributed.average_gradients(params, weight)
+    optimizer.step()
+    return losses
 
 
 def evaluate_objective(objective: Objective, loader: Iterable[dict[str, Any]], device: torch.device) -> dict[str, float]:

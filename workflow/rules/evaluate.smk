@@ -37,7 +37,7 @@ rule generate:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        gpu=family_gpus,
+        gpu=1,
         mem_mb=4000,
         runtime=60,
     params:
@@ -65,7 +65,7 @@ rule crossval:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        gpu=family_gpus,
+        gpu=1,
         mem_mb=4000,
         runtime=60,
     params:

@@ -13,7 +13,7 @@ rule pretrain_part:
         "../envs/pipeline.yaml"
     threads: 2
     resources:
-        gpu=family_gpus,
+        gpu=1,
         mem_mb=8000,
         runtime=240,
     params:

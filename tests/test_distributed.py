@@ -1,0 +1,107 @@
+"""Data parallelism: 2 gloo processes on the CPU follow one process's loss curve and end at its weights;
+running out of device memory names the batch-size key."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from helpers import TINY_ARCH
+from pipeline_lib import distributed
+from pipeline_lib.errors import ResourceError
+from pipeline_lib.loaders import ImageLoader, mask_sampler
+from pipeline_lib.models import build_model
+from pipeline_lib.models.base import FamilyObjective
+from pipeline_lib.trainer import fit
+
+PER_PROCESS, STEPS = 4, 6
+#: plain gradient steps: the weights then follow the gradients linearly (Adam's division by sqrt(v) turns the
+#: float noise of near-zero gradients into whole lr-sized steps, hiding what this test checks)
+TRAINING = {"epochs": 1, "batch_size": PER_PROCESS, "optimizer": {"name": "sgd", "lr": 0.05}}
+
+
+class Recording(FamilyObjective):
+    """Records each step's loss on this process's share and the share's size."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.curve = []
+
+    def loss(self, batch):
+        out = super().loss(batch)
+        self.curve.append((float(out["loss"].detach()), len(batch["x"])))
+        return out
+
+
+def _train() -> tuple[list[tuple[float, int]], dict[str, torch.Tensor]]:
+    """STEPS steps on global batches of 2 x PER_PROCESS, shared among however many processes run this."""
+    torch.manual_seed(0)
+    net = build_model("mae", TINY_ARCH, 32, in_chans=1)
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(PER_PROCESS * 2 * STEPS, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    loader = ImageLoader(data, 2 * PER_PROCESS, g,
+                         mask_fn=mask_sampler({"kind": "random", "ratio": 0.5, "patch": 4}, 32, 4, g))
+    objective = Recording(net)
+    fit(objective, loader, TRAINING, torch.device("cpu"), desc="ddp")
+    return objective.curve, {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _worker(rank: int, world: int, store: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        torch.save(_train(), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_match_one_process(tmp_path, one_torch_thread):
+    single_curve, single_state = _train()  # one process on the whole global batch
+    assert len(single_curve) == STEPS and all(n == 2 * PER_PROCESS for _, n in single_curve)
+    mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(tmp_path / "out")), nprocs=2, join=True)
+    parts = [torch.load(tmp_path / f"out.{r}") for r in range(2)]
+    curves = [p[0] for p in parts]
+    assert [n for _, n in curves[0]] == [PER_PROCESS] * len(single_curve)
+    combined = [(a * na + b * nb) / (na + nb) for (a, na), (b, nb) in zip(*curves)]
+    assert combined == pytest.approx([loss for loss, _ in single_curve], rel=1e-4, abs=1e-5)
+    worst = max(float((parts[0][1][k] - v).abs().max()) for k, v in single_state.items())
+    assert worst < 1e-5, worst
+    for name in single_state:
+        assert torch.equal(parts[0][1][name], parts[1][1][name]), name  # the processes stay in step
+
+
+def test_shard_splits_every_batch_tensor_and_leaves_the_rest():
+    batch = {"x": torch.arange(5), "n": 5, "seed": 3}
+    assert distributed.shard(batch) == (batch, 1.0)  # one process: untouched
+
+
+def test_out_of_memory_names_the_batch_size_key(one_torch_thread):
+    class Exhausting(FamilyObjective):
+        def loss(self, batch):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    net = build_model("mae", TINY_ARCH, 32, in_chans=1)
+    g = torch.Generator().manual_seed(0)
+    loader = ImageLoader(torch.randn(8, 1, 32, 32), 4, g)
+    with pytest.raises(ResourceError, match=r"lower params key 'model.mae.pretrain.batch_size' \(now 4\)"):
+        fit(Exhausting(net), loader, TRAINING, torch.device("cpu"), desc="pretrain mae",
+            batch_key="model.mae.pretrain.batch_size")
+
+
+def test_the_cli_relaunches_under_torchrun_only_with_several_devices(monkeypatch):
+    params = {"model": {"mae": {"gpus": 4}}, "runtime": {"device": "auto"}}
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    cmd = distributed.relaunch_command("unlearn", params, "mae", ["unlearn", "--model", "mae"])
+    assert cmd[1:] == ["--standalone", "--nproc_per_node=4", "-m", "pipeline_lib", "unlearn", "--model", "mae"]
+    assert distributed.relaunch_command("generate", params, "mae", []) is None
+    monkeypatch.setenv("WORLD_SIZE", "4")  # already under torchrun
+    assert distributed.relaunch_command("unlearn", params, "mae", []) is None
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU machine: one process
+    assert distributed.relaunch_command("unlearn", params, "mae", []) is None

@@ -1,0 +1,81 @@
+"""Paper-scale presets on a generated class-folder tree: both engines plan them (same commands, the
+presets' GPU counts as the gpu resource), and a tiny 64 px version of the whole DAG runs end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from folder_tree import (IMAGENET_FORGET, IMAGENET_PROXY, IMAGENET_RETAIN, PLACES_FORGET, PLACES_PROXY,
+                         PLACES_RETAIN, folder_params, make_tree, tiny_folder_params)
+from helpers import make_project, run
+from test_engines import dvc_commands, init_dvc_repo, outputs, scores, snakemake_commands
+
+pytestmark = pytest.mark.engine
+
+TREES = {
+    "imagenet": (IMAGENET_FORGET, IMAGENET_RETAIN, IMAGENET_PROXY),
+    "places365": (PLACES_FORGET, PLACES_RETAIN, PLACES_PROXY),
+}
+
+
+def _project(base: Path, preset: str, params: dict) -> Path:
+    root = make_project(base / "project", preset=f"presets/{preset}.yaml", dvc_yaml=False)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["python", "-m", "pipeline_lib", "dvc-yaml"], root)
+    return root
+
+
+@pytest.mark.parametrize("preset, jobs, gpus", [
+    # data, splits, tokenizer, 2 pretrain, extractor, reference, noise, 2 unlearn, 4 generate, 4 metrics, aggregate
+    ("imagenet", 20, {"pretrain": 4, "unlearn": 4, "pretrain_part": 1, "generate": 1}),
+    # data, splits, pretrain, extractor, reference, noise, unlearn, 2 generate, 2 metrics, aggregate
+    ("places365", 13, {"pretrain": 8, "unlearn": 8, "generate": 1}),
+])
+def test_presets_are_planned_by_both_engines_with_their_gpu_counts(tmp_path, preset, jobs, gpus):
+    forget, retain, proxy = TREES[preset]
+    tree = make_tree(tmp_path / "tree", forget + retain + proxy, train=2, val=1)
+    root = _project(tmp_path, preset, folder_params(preset, tree, forget, retain))
+    planned = run(["snakemake", "--profile", "profiles/local", "-n", "--forceall"], root)
+    for rule, n in gpus.items():
+        block = re.search(rf"^(?:local)?rule {rule}:\n(?:    .*\n)*?    resources: (.*)$", planned, flags=re.M)
+        assert block and f"gpu={n}" in block.group(1), (rule, block and block.group(1))
+    init_dvc_repo(root)
+    dry = run(["dvc", "repro", "--dry", "--force"], root)
+    dvc_cmds = {" ".join(line[2:].split()) for line in dry.splitlines() if line.startswith("> python -m pipeline_lib")}
+    assert snakemake_commands(planned) == dvc_cmds
+    assert len(dvc_cmds) == jobs
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    assert stages["data"].get("always_changed") is True  # re-lists the tree every repro; unchanged list, no re-run
+
+
+def test_a_generated_tree_runs_the_whole_dag_at_64px(tmp_path):
+    """Tiny MAE, VQ-GAN and U-Net on a generated ImageNet-named tree, through Snakemake and DVC."""
+    tree = make_tree(tmp_path / "tree", IMAGENET_FORGET + IMAGENET_RETAIN + IMAGENET_PROXY, train=6, val=3)
+    params = tiny_folder_params(tree, IMAGENET_FORGET, IMAGENET_RETAIN)
+    smk = _project(tmp_path / "smk", "imagenet", params)
+    run(["snakemake", "--profile", "profiles/local"], smk)
+    report = smk / "results" / "imagenet" / "report"
+    assert (report / "table_center.csv").is_file() and (report / "grid_center.png").is_file()
+    split = json.loads((smk / "data" / "imagenet" / "splits.json").read_text())
+    assert split["classes"]["forget"] == IMAGENET_FORGET and split["classes"]["proxy"] == IMAGENET_PROXY
+    assert sorted(p.name for p in (smk / "data" / "imagenet" / "raw").iterdir()) == ["SOURCE.json", "files.tsv"]
+    recon = smk / "results" / "imagenet" / "recon" / "mae" / "original" / "base" / "center" / "png" / "forget"
+    from PIL import Image
+
+    with Image.open(next(recon.iterdir())) as img:
+        assert img.mode == "RGB" and img.size == (64, 64)
+    got = scores(smk)
+    assert len(got) == 6 and all(v["forget"]["fid"] == v["forget"]["fid"] for v in got.values())
+    dvc = _project(tmp_path / "dvc", "imagenet", params)
+    init_dvc_repo(dvc)
+    run(["dvc", "repro"], dvc)
+    assert outputs(dvc) == outputs(smk)
+    assert dvc_commands(dvc) == snakemake_commands(run(["snakemake", "--profile", "profiles/local", "-n",
+                                                      "--forceall"], smk))
+    assert scores(dvc) == got  # deterministic CPU results, whichever engine ran them
+    assert "Stage 'splits' didn't change" in run(["dvc", "repro"], dvc)  # the re-listed tree is unchanged
