@@ -58,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     ns = parser().parse_args(argv)
-    setup_logging(ns.log)
+    setup_logging(ns.log if os.environ.get("RANK", "0") == "0" else None)  # under torchrun: rank 0 writes the log
     fn, args = STAGES[ns.stage]
     try:
         params = load_params(ns.params)
