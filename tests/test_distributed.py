@@ -98,7 +98,7 @@ def test_the_cli_relaunches_under_torchrun_only_with_several_devices(monkeypatch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
     cmd = distributed.relaunch_command("unlearn", params, "mae", ["unlearn", "--model", "mae"])
-    assert cmd[1:] == ["--standalone", "--nproc_per_node=4", "-m", "pipeline_lib", "unlearn", "--model", "mae"]
+    assert cmd[1:] == ["--standalone", "--nproc_per_node=4", "-m", "pipeline_lib", "--", "unlearn", "--model", "mae"]
     assert distributed.relaunch_command("generate", params, "mae", []) is None
     monkeypatch.setenv("WORLD_SIZE", "4")  # already under torchrun
     assert distributed.relaunch_command("unlearn", params, "mae", []) is None

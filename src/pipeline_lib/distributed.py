@@ -59,7 +59,8 @@ def relaunch_command(stage: str, params: dict[str, Any], model: str | None, argv
     if gpus < 2:
         return None
     torchrun = shutil.which("torchrun") or "torchrun"
-    return [torchrun, "--standalone", f"--nproc_per_node={gpus}", "-m", "pipeline_lib", *argv]
+    # "--": torchrun's own parser would otherwise take the stage's --log for an abbreviation of its options
+    return [torchrun, "--standalone", f"--nproc_per_node={gpus}", "-m", "pipeline_lib", "--", *argv]
 
 
 def shard(batch: dict[str, Any]) -> tuple[dict[str, Any], float]:
