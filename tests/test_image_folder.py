@@ -123,18 +123,18 @@ def test_splits_by_name_draw_per_class_counts_with_the_seed(imagenet_tree, image
     params = folder_params("imagenet", imagenet_tree, IMAGENET_FORGET, IMAGENET_RETAIN,
                            unlearn_per_class=4, eval_per_class=2)
     reader = datasets.reader(params, imagenet_raw)
-    split = make_splits(params, reader.labels(True), reader.labels(False), reader.classes)
+    split = make_splits(params, reader.labels(True), reader.labels(False), names=reader.classes)
     assert split["classes"] == {"forget": IMAGENET_FORGET, "retain": IMAGENET_RETAIN, "proxy": IMAGENET_PROXY}
     labels = reader.labels(True)
     for part, names in split["classes"].items():
         got = [reader.classes[c] for c in labels[split["unlearn"][part]].tolist()]
         assert sorted(got) == sorted(n for n in names for _ in range(4))
-    assert make_splits(params, reader.labels(True), reader.labels(False), reader.classes) == split
+    assert make_splits(params, reader.labels(True), reader.labels(False), names=reader.classes) == split
     params["seed"] = 1
-    assert make_splits(params, reader.labels(True), reader.labels(False), reader.classes)["unlearn"] != split["unlearn"]
+    assert make_splits(params, reader.labels(True), reader.labels(False), names=reader.classes)["unlearn"] != split["unlearn"]
     params["splits"]["unlearn_per_class"] = 7
     with pytest.raises(ParamsError, match="'splits.unlearn_per_class' = 7 but class 'n0"):
-        make_splits(params, reader.labels(True), reader.labels(False), reader.classes)
+        make_splits(params, reader.labels(True), reader.labels(False), names=reader.classes)
 
 
 def test_decoding_gives_rgb_resized_and_centre_cropped(imagenet_tree, imagenet_raw):
