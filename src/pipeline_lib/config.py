@@ -49,6 +49,9 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
         if name not in params["task"]:
             raise ParamsError(f"params key 'crossval.{role}' names task '{name}' but 'task.{name}' is not defined")
     _check_methods(params)
+    from .verify.settings import validate as validate_verify
+
+    validate_verify(params)
     from .splits import check_sets
 
     check_sets(params)  # overlapping, unknown or empty class lists, or two identical sets, fail here
