@@ -166,3 +166,67 @@ def test_verify_params_are_checked_naming_the_key():
         p["verify"] = {"checks": ["probe"], **bad}
         with pytest.raises(ParamsError, match=f"'{key}"):
             validate_params(p)
+
+
+def test_diffusion_membership_scores_use_a_fixed_timestep_and_noise():
+    from test_diffusion import tiny
+
+    with torch_threads(1):
+        net = tiny().eval()
+        x = codec().encode(fashion_subset(3, classes=[1])[0])
+        mask = HOLE.expand(3, -1, -1, -1)
+        a, b = net.sample_losses(x, mask, t=100), net.sample_losses(x, mask, t=100)
+        c = net.sample_losses(x, mask, t=900)
+    assert a.shape == (3,) and torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.fixture(scope="module")
+def stage_files(tmp_path_factory):
+    """Real stage inputs at toy scale: splits, a briefly trained extractor, two tiny MAE checkpoints."""
+    from pipeline_lib import stages
+    from pipeline_lib.models import save_model
+    from helpers import DEBIAN_DIR
+
+    root = tmp_path_factory.mktemp("verify_stages")
+    params = base_params()
+    params["splits"]["eval_per_class"] = 20
+    params["extractor"]["training"].update({"epochs": 1, "subset": 3000})
+    params["model"]["mae"]["arch"] = dict(TINY_ARCH)
+    params["verify"] = {"checks": ["probe", "sweep", "relearn", "membership"],
+                        "probe": {"train_per_class": 20, "test_per_class": 10},
+                        "sweep": {"images": 20, "masks": [{"kind": "center", "size": 8}, {"kind": "random", "ratio": 0.5, "patch": 4}]},
+                        "relearn": {"K": [4], "max_steps": 4, "every": 2, "batch_size": 4, "images": 20},
+                        "membership": {"members": 10, "masks": 2}}
+    from pipeline_lib.config import validate_params
+
+    validate_params(params)
+    with torch_threads(1):
+        stages.splits(params, str(DEBIAN_DIR), str(root / "splits.json"))
+        stages.train_extractor(params, str(DEBIAN_DIR), str(root / "extractor.safetensors"))
+        for seed in (0, 1):
+            save_model(_tiny_mae(seed), root / f"mae{seed}.safetensors", {"training": {"wall_time_s": 1.0}})
+    return params, root
+
+
+def test_the_stages_write_each_check_for_a_checkpoint(stage_files):
+    from helpers import DEBIAN_DIR
+    from pipeline_lib.verify import stages as vstages
+
+    params, root = stage_files
+    data, split, ext, ckpt = str(DEBIAN_DIR), str(root / "splits.json"), str(root / "extractor.safetensors"), str(root / "mae1.safetensors")
+    with torch_threads(1):
+        vstages.verify_probe(params, ckpt, data, split, str(root / "probe.json"))
+        vstages.verify_sweep(params, ckpt, data, split, ext, str(root / "sweep.json"))
+        vstages.verify_relearn(params, ckpt, str(root / "mae0.safetensors"), data, split, ext, str(root / "relearn.json"))
+        vstages.verify_membership(params, ckpt, data, split, str(root / "membership.json"))
+    import json
+
+    probe = json.loads((root / "probe.json").read_text())
+    assert probe["train_images"] == 200 and probe["test_images"] == 100 and set(probe["per_class"]) == {"1", "8", "0", "2", "7", "9"}
+    sweep_ = json.loads((root / "sweep.json").read_text())
+    assert len(sweep_["cells"]) == 2 and "retain" in sweep_["cells"][0] and sweep_["wall_time_s"] > 0
+    relearn_ = json.loads((root / "relearn.json").read_text())
+    (run,) = relearn_["runs"]
+    assert run["K"] == 4 and [s for s, _ in run["curve"]][0] == 0 and relearn_["metric"] == "accuracy"
+    member = json.loads((root / "membership.json").read_text())
+    assert member["members"] == member["non_members"] == 10 and member["masks"] == 2
