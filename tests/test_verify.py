@@ -230,3 +230,38 @@ def test_the_stages_write_each_check_for_a_checkpoint(stage_files):
     assert run["K"] == 4 and [s for s, _ in run["curve"]][0] == 0 and relearn_["metric"] == "accuracy"
     member = json.loads((root / "membership.json").read_text())
     assert member["members"] == member["non_members"] == 10 and member["masks"] == 2
+
+
+def test_the_report_writes_a_verification_table_per_family_and_the_verdict_column(tmp_path, monkeypatch):
+    """Hand-written check files for an original, one l2n run and retrain: table, figures, verdict column."""
+    import json
+
+    import pandas as pd
+
+    from pipeline_lib.report import _write_table
+    from pipeline_lib.verify import report as vreport
+
+    params = base_params()
+    params["models"] = ["mae"]
+    params["methods"] = {"l2n": {"alpha": [0.25], "noise": ["identity"]}, "retrain": {}}
+    params["verify"] = {"checks": ["probe", "relearn"]}
+    monkeypatch.chdir(tmp_path)
+    recall = {"original": 0.9, "l2n": 0.85, "retrain": 0.3}
+    steps = {"original": 0, "l2n": 5, "retrain": None}
+    for model, method, variant in vs.verified_models(params):
+        probe = {"forget_recall": recall[method], "forget_auroc": 0.9, "retain_recall": 0.8}
+        run = {"K": 10, "curve": [[0, 0.1], [5, 0.9]], "relearn_steps": steps[method], "capped": steps[method] is None,
+               "max_steps": 50, "target": 0.9}
+        for check, result in (("probe", probe), ("relearn", {"metric": "accuracy", "runs": [run]})):
+            path = tmp_path / vs.verify_file(params["dataset"], model, method, variant, check)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result))
+    metrics = pd.DataFrame([{"model": "mae", "method": m, "variant": v, "Acc R": 0.8, "FID R": 100.0}
+                            for m, v in (("original", ""), ("l2n", "alpha-0.25_noise-identity"), ("retrain", "base"))])
+    judged = vreport.write(params, tmp_path, {"center": metrics}, _write_table)
+    table = pd.read_csv(tmp_path / "table_verify_mae_center.csv")
+    assert list(table["verdict"]) == ["reference", "hidden", "reference"]
+    assert list(table["relearn K=10"]) == ["0", "5", ">50"] and table["K=10 / retrain"][1] == pytest.approx(0.1)
+    assert (tmp_path / "relearn_mae.png").stat().st_size > 0 and (tmp_path / "probe_mae.png").stat().st_size > 0
+    methods = pd.DataFrame({"method": ["original", "l2n", "retrain"], "variant": ["", "alpha-0.25_noise-identity", ""]})
+    assert list(vreport.add_verdicts(methods, judged, ["mae"])["mae verdict"]) == ["reference", "hidden", "reference"]

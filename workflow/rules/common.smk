@@ -23,6 +23,7 @@ from pipeline_lib.paths import (
 from pipeline_lib.provenance import code_version
 from pipeline_lib.splits import set_settings
 from pipeline_lib.summary import summary_files
+from pipeline_lib.verify.settings import all_verify, settings as verify_settings, task_name as verify_task
 
 # Fail before any job starts: the schema first (names the bad key), then the semantic checks.
 validate(config, "../schemas/params.schema.yaml")

@@ -15,13 +15,29 @@ import numpy as np
 import torch
 
 
+def sketch(features: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
+    """Signed feature hashing to `dim` columns (each input column added, with a random sign, to one random
+    output column; fixed by `seed`): linear, memory O(D), and close to distance-preserving. A U-Net's
+    flattened encoder features run to ~10^5 columns; the probe sees a fixed linear map of them."""
+    d = features.shape[1]
+    if d <= dim:
+        return features
+    g = torch.Generator().manual_seed(seed)
+    bucket = torch.randint(0, dim, (d,), generator=g)
+    sign = torch.randint(0, 2, (d,), generator=g).float() * 2 - 1
+    out = torch.zeros(features.shape[0], dim)
+    return out.index_add_(1, bucket, features * sign)
+
+
 @torch.no_grad()
-def encoder_features(net, x: torch.Tensor, mask: torch.Tensor, batch_size: int) -> np.ndarray:
+def encoder_features(net, x: torch.Tensor, mask: torch.Tensor, batch_size: int, sketch_dim: int = 4096,
+                     seed: int = 0) -> np.ndarray:
+    """`net.encode` batch by batch (eval mode), hashed to at most `sketch_dim` columns."""
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
-    out = [net.encode(xb.to(device), mb.to(device)).float().cpu() for xb, mb in zip(x.split(batch_size),
-                                                                                    mask.split(batch_size))]
+    out = [sketch(net.encode(xb.to(device), mb.to(device)).float().cpu(), sketch_dim, seed)
+           for xb, mb in zip(x.split(batch_size), mask.split(batch_size))]
     net.train(was_training)
     return torch.cat(out).numpy().astype(np.float64)
 
@@ -60,8 +76,9 @@ def fit_probe(train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y_test: 
 
 def linear_probe(net, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
                  mask_train: torch.Tensor, mask_test: torch.Tensor, forget: list[int], retain: list[int],
-                 C: float = 1.0, max_dim: int = 256, seed: int = 0, batch_size: int = 256) -> dict[str, Any]:
+                 C: float = 1.0, max_dim: int = 256, seed: int = 0, batch_size: int = 256,
+                 sketch_dim: int = 4096) -> dict[str, Any]:
     """Probe `net`'s encoder on (x, mask) pairs; forget-class recall and AUROC beside the retain classes'."""
-    train = encoder_features(net, x_train, mask_train, batch_size)
-    test = encoder_features(net, x_test, mask_test, batch_size)
+    train = encoder_features(net, x_train, mask_train, batch_size, sketch_dim, seed)
+    test = encoder_features(net, x_test, mask_test, batch_size, sketch_dim, seed)
     return fit_probe(train, y_train.numpy(), test, y_test.numpy(), forget, retain, C, max_dim, seed)

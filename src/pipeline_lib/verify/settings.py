@@ -17,7 +17,8 @@ CHECKS = ("probe", "sweep", "relearn", "membership")
 
 #: every key a check reads, with its default (params may leave any out)
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "probe": {"train_per_class": 200, "test_per_class": 100, "C": 1.0, "max_dim": 256, "batch_size": 256},
+    "probe": {"train_per_class": 200, "test_per_class": 100, "C": 1.0, "max_dim": 256, "sketch_dim": 4096,
+              "batch_size": 256},
     "sweep": {"images": 100, "seeds": [0],
               "masks": [{"kind": "center", "size": 8}, {"kind": "center", "size": 16},
                         {"kind": "random", "ratio": 0.5, "patch": 4}, {"kind": "extend", "side": "right", "ratio": 0.5}]},
@@ -29,7 +30,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 TOP_KEYS = {"checks", "methods", "task", "per_model", *DEFAULTS}
 METRICS = ("accuracy", "fid")
-INT_KEYS = ("train_per_class", "test_per_class", "max_dim", "batch_size", "images", "max_steps", "every", "members")
+INT_KEYS = ("train_per_class", "test_per_class", "max_dim", "sketch_dim", "batch_size", "images", "max_steps", "every", "members")
 
 
 def enabled(params: dict[str, Any]) -> bool:
@@ -61,14 +62,22 @@ def verified_models(params: dict[str, Any]) -> list[tuple[str, str, str]]:
             if m[1] in ("original", "retrain") or wanted is None or m[1] in wanted]
 
 
-def verify_file(ds: str, model: str, method: str, variant: str, check: str) -> str:
-    return f"results/{ds}/verify/{model}/{method}/{variant}/{check}.json"
+def verify_root(params: dict[str, Any]) -> str:
+    """The forget set the checks run on: the first of `paths.set_roots` (the dataset itself when unnamed)."""
+    from .. import paths
+
+    return paths.set_roots(params)[0]
+
+
+def verify_file(root: str, model: str, method: str, variant: str, check: str) -> str:
+    return f"results/{root}/verify/{model}/{method}/{variant}/{check}.json"
 
 
 def all_verify(params: dict[str, Any]) -> list[str]:
-    ds = params["dataset"]
-    return [verify_file(ds, *m, c) for m in verified_models(params) for c in params["verify"]["checks"]] \
-        if enabled(params) else []
+    if not enabled(params):
+        return []
+    root = verify_root(params)
+    return [verify_file(root, *m, c) for m in verified_models(params) for c in params["verify"]["checks"]]
 
 
 # --- validation -------------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def verify_probe(params: dict, checkpoint: str, data_dir: str, splits_path: str,
     spec = params["task"][task]
     result = linear_probe(net, x, y, xt, yt, _mask(params, spec, len(x), net, seed), _mask(params, spec, len(xt), net, seed + 1),
                           split["class_indices"]["forget"], split["class_indices"]["retain"], cfg["C"], cfg["max_dim"],
-                          seed, cfg["batch_size"])
+                          seed, cfg["batch_size"], cfg["sketch_dim"])
     LOG.info("probe: forget recall %.3f (AUROC %.3f), retain recall %.3f", result["forget_recall"],
              result["forget_auroc"], result["retain_recall"])
     _write(out, {"task": task, "settings": cfg, **result}, start, checkpoint, "probe")
