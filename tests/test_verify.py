@@ -265,3 +265,15 @@ def test_the_report_writes_a_verification_table_per_family_and_the_verdict_colum
     assert (tmp_path / "relearn_mae.png").stat().st_size > 0 and (tmp_path / "probe_mae.png").stat().st_size > 0
     methods = pd.DataFrame({"method": ["original", "l2n", "retrain"], "variant": ["", "alpha-0.25_noise-identity", ""]})
     assert list(vreport.add_verdicts(methods, judged, ["mae"])["mae verdict"]) == ["reference", "hidden", "reference"]
+
+
+def test_wide_encoder_features_are_hashed_to_a_fixed_linear_sketch():
+    from pipeline_lib.verify.probe import sketch
+
+    f = torch.randn(5, 10_000, generator=torch.Generator().manual_seed(0))
+    a, b = sketch(f, 256, seed=3), sketch(f, 256, seed=3)
+    assert a.shape == (5, 256) and torch.equal(a, b) and not torch.equal(a, sketch(f, 256, seed=4))
+    assert torch.allclose(sketch(2 * f, 256, seed=3), 2 * a)  # linear
+    assert sketch(f[:, :100], 256, seed=3) is not None and sketch(f[:, :100], 256, seed=3).shape == (5, 100)
+    ratio = a.norm(dim=1) / f.norm(dim=1)  # norms survive roughly
+    assert ((ratio > 0.8) & (ratio < 1.2)).all()
