@@ -168,11 +168,12 @@ def test_verify_params_are_checked_naming_the_key():
             validate_params(p)
 
 
-def test_diffusion_membership_scores_use_a_fixed_timestep_and_noise():
+@pytest.mark.parametrize("layout", [{}, {"layout": "palette", "block_out_channels": [32, 32], "norm_num_groups": 32}])
+def test_diffusion_membership_scores_use_a_fixed_timestep_and_noise(layout):
     from test_diffusion import tiny
 
-    with torch_threads(1):
-        net = tiny().eval()
+    with torch_threads(1), torch.no_grad():
+        net = tiny(**layout).eval()
         x = codec().encode(fashion_subset(3, classes=[1])[0])
         mask = HOLE.expand(3, -1, -1, -1)
         a, b = net.sample_losses(x, mask, t=100), net.sample_losses(x, mask, t=100)
