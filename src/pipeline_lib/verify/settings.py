@@ -34,7 +34,9 @@ INT_KEYS = ("train_per_class", "test_per_class", "max_dim", "sketch_dim", "batch
 
 
 def enabled(params: dict[str, Any]) -> bool:
-    return bool(params.get("verify")) and bool(params["verify"].get("checks"))
+    """Whether any check runs. Named forget sets (`splits.sets`) are not wired into verify.smk yet, so an
+    experiment with them runs no check (its report has no verification tables)."""
+    return bool(params.get("verify")) and bool(params["verify"].get("checks")) and params["splits"].get("sets") is None
 
 
 def task_name(params: dict[str, Any]) -> str:
@@ -63,7 +65,7 @@ def verified_models(params: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def verify_root(params: dict[str, Any]) -> str:
-    """The forget set the checks run on: the first of `paths.set_roots` (the dataset itself when unnamed)."""
+    """The forget set the checks run on: the single unnamed set's root (the dataset itself)."""
     from .. import paths
 
     return paths.set_roots(params)[0]
@@ -148,9 +150,6 @@ def validate(params: dict[str, Any]) -> None:
     unknown = sorted(set(v) - TOP_KEYS)
     if unknown:
         raise _err(unknown[0], f"unknown key (verify takes: {', '.join(sorted(TOP_KEYS))})")
-    if v.get("checks") and params["splits"].get("sets") is not None:
-        raise _err("checks", "the checks run on the single (unnamed) forget set; with 'splits.sets' leave "
-                             "'verify.checks' empty (named forget sets are not wired into verify.smk yet)")
     checks = v.get("checks", [])
     if not isinstance(checks, list) or any(c not in CHECKS for c in checks) or len(set(checks)) != len(checks):
         raise _err("checks", f"must list distinct checks among {', '.join(CHECKS)}, got {checks!r}")
