@@ -16,6 +16,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/verify.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -25,3 +26,4 @@ rule all:
         report_dir(DATASET),
         all_metrics(config),
         summary_files(config),
+        all_verify(config),

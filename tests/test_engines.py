@@ -87,8 +87,8 @@ def engines(tmp_path_factory):
 
 @pytest.mark.parametrize("preset, jobs", [
     # data, splits, tokenizer, 3 pretrain, extractor, reference, noise, 3 unlearn, 6 generate, 6 metrics, summary,
-    # aggregate
-    ("params.yaml", 26),
+    # aggregate, + probe and sweep on the 3 originals and 3 l2n runs
+    ("params.yaml", 38),
     # + 48 unlearn runs (Phase II after Phase I), 3 retrain, 54 generate and 54 metrics
     ("presets/full.yaml", 170),
     # 3 tokenizer/pretrain + 3 unlearn; 6 models x 7 tasks generate, 6 crossval, 48 metrics
@@ -96,6 +96,9 @@ def engines(tmp_path_factory):
     # data, tokenizer, 3 pretrain, extractor, summary, aggregate; per forget set (7): splits, reference, noise,
     # 3 retrain, 3 unlearn, 9 generate, 9 metrics
     ("presets/robustness.yaml", 8 + 7 * 27),
+    # the full preset with l2n at one alpha: 3 pretrain parts, 3 pretrain, 3 retrain, 36 unlearn, 39 generate,
+    # 39 metrics, data, splits, extractor, reference, noise, summary, aggregate; + 4 checks on all 39 models
+    ("presets/verify.yaml", 281),
 ])
 def test_planned_runs_give_both_engines_the_same_commands(tmp_path, preset, jobs):
     """The default experiment and the full preset, planned (not run) by both engines: the same commands."""

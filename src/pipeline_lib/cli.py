@@ -11,6 +11,7 @@ import os
 import sys
 
 from . import stages
+from .verify import stages as verify_stages
 from .config import load_params
 from .errors import PipelineError
 from .runtime import configure_threads, setup_logging
@@ -36,6 +37,10 @@ STAGES = {
     "dvc-yaml": (stages.dvc_yaml, ["out?"]),
     "record": (stages.record, []),
     "adopt": (stages.adopt, []),
+    "verify-probe": (verify_stages.verify_probe, ["checkpoint", "data_dir", "splits", "out"]),
+    "verify-sweep": (verify_stages.verify_sweep, ["checkpoint", "data_dir", "splits", "extractor", "out"]),
+    "verify-relearn": (verify_stages.verify_relearn, ["checkpoint", "original", "data_dir", "splits", "extractor", "out"]),
+    "verify-membership": (verify_stages.verify_membership, ["checkpoint", "data_dir", "splits", "out"]),
 }
 
 

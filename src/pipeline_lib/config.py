@@ -50,7 +50,9 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
             raise ParamsError(f"params key 'crossval.{role}' names task '{name}' but 'task.{name}' is not defined")
     _check_methods(params)
     from .params_checks import check_all
+    from .verify.settings import validate as validate_verify
 
+    validate_verify(params)
     check_all(params)  # classes and sets (a class-folder tree: every named class present), counts, heads, device
     return params
 

@@ -203,6 +203,38 @@ def _feature_stages(params: dict[str, Any], ds: str, raw: str, root: str, set_na
     return out
 
 
+def verify_stages(params: dict[str, Any], ds: str, raw: str) -> list[Stage]:
+    """One stage per verification check and evaluated model (workflow/rules/verify.smk's jobs), on the first
+    forget set."""
+    from .verify.settings import all_verify, task_name, verified_models, verify_file, verify_root
+
+    if not all_verify(params):
+        return []
+    out, extractor, root = [], f"data/{ds}/extractor/classifier.safetensors", verify_root(params)
+    split, task = paths.splits_file(root), f"task.{task_name(params)}"
+    for model, method, variant in verified_models(params):
+        checkpoint = paths.checkpoint_file(ds, root, model, method, variant)
+        original = paths.model_file(ds, model, *paths.ORIGINAL)
+        sampling = _present(params, f"model.{model}", ["sampling"])
+        for check in params["verify"]["checks"]:
+            result = verify_file(root, model, method, variant, check)
+            args, deps = f"--checkpoint {checkpoint}", [checkpoint]
+            if check == "relearn":
+                args, deps = f"{args} --original {original}", list(dict.fromkeys([checkpoint, original]))
+            args += f" --data-dir {raw} --splits {split}"
+            deps += [raw, split]
+            if check in ("sweep", "relearn"):
+                args, deps = f"{args} --extractor {extractor}", [*deps, extractor]
+            keys = ["seed", "data", "verify", task, *sampling]
+            if check in ("relearn", "membership"):
+                keys.append(f"model.{model}.pretrain")
+            out.append(Stage(f"verify_{check}-{model}-{method}-{variant}",
+                             f"{PY} verify-{check} --params params.yaml {args} --out {result} "
+                             f"--log logs/verify/{root}/{model}/{method}/{variant}/{check}.log",
+                             [*deps, f"{CODE}/verify"], keys, [result]))
+    return out
+
+
 def stages(params: dict[str, Any]) -> list[Stage]:
     """Every job: the shared ones once (data, pre-training, extractor, report), the split's per forget set."""
     ds = params["dataset"]
@@ -226,15 +258,22 @@ def stages(params: dict[str, Any]) -> list[Stage]:
                      [*paths.all_metrics(params), f"{CODE}/summary.py"],
                      _present(params, "", ["models", "methods", "tasks", "crossval"]),
                      metrics=summary_files(params)))
+    out += verify_stages(params, ds, raw)
     report, references = paths.report_dir(ds), [paths.reference_dir(root) for root, _ in sets]
     out.append(Stage("aggregate", f"{PY} aggregate --params params.yaml --extractor {extractor} "
                      f"--reference {' '.join(references)} --out {report} --log logs/aggregate/{ds}.log",
-                     [*paths.all_metrics(params), *paths.all_recon(params), extractor, *references,
+                     [*paths.all_metrics(params), *paths.all_recon(params), *_all_verify(params), extractor, *references,
                       *(f"{CODE}/{m}.py" for m in ("report", "plots", "tsne", "forgetting", "spread"))],
                      # the whole file: any params change reaches this stage, which checks dvc.yaml is current
                      [{"params.yaml": None}],
                      [report]))
     return out
+
+
+def _all_verify(params: dict[str, Any]) -> list[str]:
+    from .verify.settings import all_verify
+
+    return all_verify(params)
 
 
 def render(params: dict[str, Any]) -> str:

@@ -177,11 +177,16 @@ def _set_dir(tmp: Path, name: str | None) -> Path:
 
 
 def _per_set(params: dict[str, Any], df: pd.DataFrame, task: str, out: Path, extractor_path: str | Path,
-             reference_dir: str | Path, root: str) -> None:
-    """One forget set's ablation tables and figures (the single set's are the report's own)."""
+             reference_dir: str | Path, root: str, judged: dict | None = None) -> None:
+    """One forget set's ablation tables and figures (the single set's are the report's own); `judged`: the
+    verification verdicts, a column per family in the methods table."""
     from . import plots
+    from .verify import report as verify_report
 
-    _write_table(methods_table(df), out, f"table_methods_{task}")
+    methods = methods_table(df)
+    if judged is not None:
+        methods = verify_report.add_verdicts(methods, judged, list(params["models"]))
+    _write_table(methods, out, f"table_methods_{task}")
     _write_table(noise_ablation(df), out, f"table_noise_{task}")
     _write_table(plots.alpha_table(df), out, f"table_alpha_{task}")
     _write_table(plots.epsilon_table(df), out, f"table_epsilon_{task}")
@@ -213,9 +218,17 @@ def write_report(params: dict[str, Any], out: str | Path, extractor_path: str | 
                  reference_dirs: dict[str, str | Path]) -> None:
     """Every table and figure; `reference_dirs` maps each set root (`paths.set_roots`) to its reference
     features (for the t-SNE maps)."""
+    from .verify import report as verify_report, settings as verify_settings
+
     out = Path(out)
     names = set_names(params)
     with atomic_path(out, directory=True) as tmp:
+        judged, verify_task = {}, None
+        if verify_settings.enabled(params):  # the verification tables and figures, and the verdict column
+            verify_task = verify_settings.task_name(params)
+            metrics = collect(params, verify_task)  # the checks run on the first forget set (verify.settings)
+            metrics = metrics[metrics["set"] == (names[0] or "")]
+            judged = verify_report.write(params, tmp, {verify_task: metrics}, _write_table)
         for task in paths.eval_tasks(params):
             df = collect(params, task)
             df[forgetting.COLUMN] = forgetting.flags(df)
@@ -235,4 +248,5 @@ def write_report(params: dict[str, Any], out: str | Path, extractor_path: str | 
             for name in names:
                 root = paths.set_root(params["dataset"], name)
                 own = df[df["set"] == (name or "")].drop(columns=["set", forgetting.COLUMN])
-                _per_set(params, own, task, _set_dir(tmp, name), extractor_path, reference_dirs[root], root)
+                _per_set(params, own, task, _set_dir(tmp, name), extractor_path, reference_dirs[root], root,
+                         judged if (task, name) == (verify_task, names[0]) else None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import torch
 from torch import nn
@@ -56,11 +56,14 @@ def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def fit(objective: Objective, loader: Iterable[dict[str, Any]], training: dict[str, Any], device: torch.device,
-        amp: bool = False, desc: str = "train", batch_key: str = "the batch size") -> dict[str, Any]:
+        amp: bool = False, desc: str = "train", batch_key: str = "the batch size",
+        callback: Callable[[int], bool | None] | None = None) -> dict[str, Any]:
     """Run `training.epochs` passes (or `training.max_steps` steps); return timing and loss statistics.
 
     Under torchrun every process takes its share of each batch and gradients are averaged (`distributed`);
-    running out of device memory names `batch_key`, the params key to lower.
+    running out of device memory names `batch_key`, the params key to lower. `callback(step)` runs after
+    every step (the relearning check scores the model there); when it returns True training stops early. It
+    must leave the modules in the mode it found them (`objective.train_mode()`).
     """
     params = objective.trainable_parameters()
     if not params:
@@ -97,6 +100,8 @@ def fit(objective: Objective, loader: Iterable[dict[str, Any]], training: dict[s
             bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
             if step % max(1, steps_per_epoch) == 0 or step == total:
                 LOG.info("%s: step %d/%d loss %.5f", desc, step, total, record["loss"])
+            if callback is not None and callback(step):
+                total = step
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)

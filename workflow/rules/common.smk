@@ -23,6 +23,11 @@ from pipeline_lib.paths import (
 from pipeline_lib.provenance import code_version
 from pipeline_lib.splits import set_settings
 from pipeline_lib.summary import summary_files
+from pipeline_lib.verify.settings import (
+    all_verify,
+    settings as verify_settings,
+    task_name as verify_task,
+)
 
 # Fail before any job starts: the schema first (names the bad key), then the semantic checks.
 validate(config, "../schemas/params.schema.yaml")
@@ -59,3 +64,14 @@ wildcard_constraints:
 def evaluated_checkpoint(w):
     """The checkpoint a forget set's evaluation reads: the shared original model, or the set's own run."""
     return checkpoint_file(w.dataset, w.dataset + w.scope, w.model, w.method, w.variant)
+
+
+# the params a verification job depends on (workflow/rules/verify.smk)
+def verify_params(check):
+    return lambda w: {
+        "settings": verify_settings(config, w.model, check),
+        "task": config["task"][verify_task(config)],
+        "sampling": config["model"][w.model].get("sampling", {}),
+        "data": config["data"],
+        "seed": config["seed"],
+    }

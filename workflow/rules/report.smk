@@ -2,6 +2,7 @@ rule aggregate:
     input:
         metrics=all_metrics(config),
         recon=all_recon(config),
+        verify=all_verify(config),
         extractor="data/{dataset}/extractor/classifier.safetensors",
         reference=lambda w: [reference_dir(root) for root in set_roots(config)],
     output:
@@ -28,6 +29,7 @@ rule aggregate:
         crossval=config.get("crossval"),
         sets=config["splits"].get("sets"),  # a set's role (tuning / held-out) sorts it in the tables
         seed=config["seed"],
+        verify=config.get("verify"),
     shell:
         "python -m pipeline_lib aggregate --params params.yaml --extractor {input.extractor} "
         "--reference {input.reference} --out {output} --log {log}"

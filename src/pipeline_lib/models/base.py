@@ -113,6 +113,14 @@ class I2IModel(nn.Module):
         """The family's own training objective (pre-training and output-space baselines use it)."""
         raise NotImplementedError
 
+    def sample_losses(self, x: torch.Tensor, mask: torch.Tensor, t: int | None = None) -> torch.Tensor:
+        """[B] per-image training loss with every random draw fixed: the membership-inference score.
+
+        By default one `training_loss` call per image (deterministic for the MAE and VQ-GAN); families whose
+        loss draws a timestep and noise (diffusion) override it to use timestep `t` and a fixed noise.
+        """
+        return torch.stack([self.training_loss(x[i:i + 1], mask[i:i + 1]).float() for i in range(len(x))])
+
 
 class FamilyObjective:
     """Pre-training (and retraining) objective: the family's own loss on masked inputs."""

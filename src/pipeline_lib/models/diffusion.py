@@ -309,6 +309,16 @@ class PaletteDiffusion(I2IModel):
         sq = torch.where(hidden, (eps - noise).pow(2), torch.zeros((), dtype=eps.dtype, device=eps.device))
         return sq.sum() / hidden.sum().clamp_min(1)
 
+    def sample_losses(self, x: torch.Tensor, mask: torch.Tensor, t: int | None = None) -> torch.Tensor:
+        """[B] noise-prediction error over the hidden pixels at timestep `t` (default `encode_timestep`) with
+        the fixed noise of `default_noise` (and, Palette layout, the fixed condition noise): SecMI/PIA-style
+        membership scores, the same draws for every model."""
+        t = self._timesteps(t, x.shape[0], x.device)
+        noise = self.default_noise(x)
+        eps = self.predict_noise(self.noisy_target(x, t, noise), x, mask, t)
+        hidden = mask.expand_as(x).float()
+        return ((eps - noise).float().pow(2) * hidden).flatten(1).sum(1) / hidden.flatten(1).sum(1).clamp_min(1)
+
     def output(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One-step x̂_0 at the encode timestep and noise, every pixel predicted (nothing pasted)."""
         t = self._timesteps(None, x.shape[0], x.device)

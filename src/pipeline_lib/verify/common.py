@@ -1,0 +1,49 @@
+"""Shared pieces of the checks: seeded masks, batched reconstruction, and the extractor's class scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..masks import sample_mask
+
+#: a check's score of a set of reconstructions (normalised pixels): {"accuracy": ..., "fid": ...}
+Scorer = Callable[[torch.Tensor], dict[str, float]]
+
+
+def masks_for(spec: dict, n: int, image_size: int, granularity: int, seed: int, batch_size: int) -> torch.Tensor:
+    """[n, 1, S, S] masks of `spec`, drawn batch by batch from `seed` (the same for every model)."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
+    return torch.cat([sample_mask(spec, b, image_size, granularity, g) for b in sizes])
+
+
+@torch.no_grad()
+def reconstruct(net, x: torch.Tensor, mask: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """`net.reconstruct` batch by batch, on the model's device, in eval mode; float CPU output."""
+    was_training = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    out = [net.reconstruct(xb.to(device), mb.to(device)).float().cpu()
+           for xb, mb in zip(x.split(batch_size), mask.split(batch_size))]
+    net.train(was_training)
+    return torch.cat(out)
+
+
+class ExtractorScorer:
+    """Accuracy of the pipeline's classifier on reconstructions, and their FID to the ground truth."""
+
+    def __init__(self, extractor_path: str | Path, codec, gt: torch.Tensor, labels: torch.Tensor, batch_size: int):
+        from .. import evaluate
+
+        self.path, self.codec, self.labels, self.bs = str(extractor_path), codec, labels, batch_size
+        self.gt_feat = evaluate.extract_features(codec.to_uint8(gt), self.path, batch_size)["feat"]
+
+    def __call__(self, recon: torch.Tensor) -> dict[str, float]:
+        from .. import evaluate
+
+        feats = evaluate.extract_features(self.codec.to_uint8(recon), self.path, self.bs)
+        accuracy = (feats["logits_unbiased"].argmax(dim=1) == self.labels).double().mean()
+        return {"accuracy": float(accuracy), "fid": evaluate.fid(feats["feat"], self.gt_feat)}

@@ -1,0 +1,164 @@
+"""The verification part of the report: a table per family (original, runs, retrain) with every check's
+figure and the verdict, relearning-curve and probe figures, and the verdict column of the methods table.
+
+Only the models params asks for are read; a missing check file is an error naming the stage to run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import DataError
+from .relearn import effective_steps
+from .settings import settings, task_name, verified_models, verify_file, verify_root
+from .verdict import judge
+
+Key = tuple[str, str, str]
+
+
+def collect(params: dict[str, Any]) -> dict[Key, dict[str, dict]]:
+    root, out = verify_root(params), {}
+    for key in verified_models(params):
+        out[key] = {}
+        for check in params["verify"]["checks"]:
+            path = Path(verify_file(root, *key, check))
+            if not path.is_file():
+                raise DataError(f"verification file {path} is missing: run the verify_{check} stage for it")
+            out[key][check] = json.loads(path.read_text())
+    return out
+
+
+def _retain(df: pd.DataFrame | None, key: Key) -> dict[str, float] | None:
+    if df is None:
+        return None
+    model, method, variant = key
+    rows = df[(df["model"] == model) & (df["method"] == method)
+              & (df["variant"] == ("" if method == "original" else variant))]
+    return None if rows.empty else {"accuracy": float(rows["Acc R"].iloc[0]), "fid": float(rows["FID R"].iloc[0])}
+
+
+def verdicts(params: dict[str, Any], results: dict[Key, dict], metrics: pd.DataFrame | None) -> dict[Key, dict]:
+    """Verdict of every run; the original and retrain rows are the references ("reference")."""
+    out = {}
+    for key, checks in results.items():
+        model, method, _ = key
+        if method in ("original", "retrain"):
+            out[key] = {"verdict": "reference", "why": [], "checks": {}}
+            continue
+        original = results[(model, "original", "base")]
+        retrain = results.get((model, "retrain", "base"))
+        out[key] = judge(checks, original, retrain, _retain(metrics, key), _retain(metrics, (model, "original", "base")),
+                         settings(params, model, "verdict"))
+    return out
+
+
+def _steps(run: dict) -> str:
+    return f">{run['max_steps']}" if run["capped"] else str(run["relearn_steps"])
+
+
+def table(params: dict[str, Any], model: str, results: dict[Key, dict], judged: dict[Key, dict]) -> pd.DataFrame:
+    rows = []
+    retrain = results.get((model, "retrain", "base"), {}).get("relearn")
+    for key, checks in results.items():
+        if key[0] != model:
+            continue
+        row: dict[str, Any] = {"method": key[1], "variant": "" if key[2] == "base" else key[2]}
+        if "probe" in checks:
+            p = checks["probe"]
+            row.update({"probe recall F": p["forget_recall"], "probe AUROC F": p["forget_auroc"],
+                        "probe recall R": p["retain_recall"]})
+        if "sweep" in checks:
+            s = checks["sweep"]
+            row.update({"worst Acc F": s["worst"]["accuracy"], "mean Acc F": s["mean"]["accuracy"],
+                        "worst FID F": s["worst"]["fid"], "mean FID F": s["mean"]["fid"]})
+        if "relearn" in checks:
+            for i, run in enumerate(checks["relearn"]["runs"]):
+                row[f"relearn K={run['K']}"] = _steps(run)
+                if retrain is not None:
+                    base = effective_steps(retrain["runs"][i])
+                    row[f"K={run['K']} / retrain"] = effective_steps(run) / base if base else float("nan")
+        if "membership" in checks:
+            m = checks["membership"]
+            row.update({"MIA AUC": m["auc"], "MIA TPR@1%FPR": m["tpr_at_1fpr"],
+                        "MIA power": "yes" if m["powered"] else "no"})
+        v = judged[key]
+        row["verdict"] = v["verdict"]
+        row["why"] = "; ".join(v["why"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_relearn(model: str, results: dict[Key, dict], out_png: Path) -> None:
+    """Held-out forget score against fine-tuning steps, one panel per K, one line per model."""
+    from ..plots import _pyplot, _save, _say
+
+    plt, _ = _pyplot()
+    keys = [k for k in results if k[0] == model and "relearn" in results[k]]
+    ks = [r["K"] for r in results[keys[0]]["relearn"]["runs"]] if keys else []
+    fig, axes = plt.subplots(1, max(1, len(ks)), figsize=(4.5 * max(1, len(ks)), 3.4), squeeze=False)
+    if not keys:
+        _say(axes[0, 0], "no relearning check")
+    for i, k in enumerate(ks):
+        ax = axes[0, i]
+        for key in keys:
+            run = results[key]["relearn"]["runs"][i]
+            steps, values = zip(*run["curve"])
+            label = key[1] if key[2] == "base" else f"{key[1]} {key[2]}"
+            ax.plot(steps, values, marker="o", ms=3, label=label)
+        run = results[keys[0]]["relearn"]["runs"][i]
+        ax.axhline(run["target"], color="k", lw=0.8, ls="--")
+        ax.set_title(f"{model}: relearning on K={k} forget images", fontsize=9)
+        ax.set_xlabel("fine-tuning steps")
+        ax.set_ylabel(f"held-out forget {results[keys[0]]['relearn']['metric']}")
+    if keys:
+        axes[0, -1].legend(fontsize=6, loc="best")
+    _save(fig, out_png)
+
+
+def plot_probe(model: str, results: dict[Key, dict], out_png: Path) -> None:
+    """Linear-probe recall of the forget and retain classes per model."""
+    from ..plots import _pyplot, _save, _say
+
+    plt, _ = _pyplot()
+    keys = [k for k in results if k[0] == model and "probe" in results[k]]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(keys) + 2), 3.4))
+    if not keys:
+        _say(ax, "no probe check")
+    else:
+        labels = [k[1] if k[2] == "base" else f"{k[1]}\n{k[2].replace('_', chr(10))}" for k in keys]
+        xs = range(len(keys))
+        ax.bar([x - 0.2 for x in xs], [results[k]["probe"]["forget_recall"] for k in keys], 0.4, label="forget")
+        ax.bar([x + 0.2 for x in xs], [results[k]["probe"]["retain_recall"] for k in keys], 0.4, label="retain")
+        ax.set_xticks(list(xs), labels, fontsize=6)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("linear-probe recall")
+        ax.set_title(f"{model}: linear probe on the frozen encoder", fontsize=9)
+        ax.legend(fontsize=7)
+    _save(fig, out_png)
+
+
+def add_verdicts(methods: pd.DataFrame, judged: dict[Key, dict], models: list[str]) -> pd.DataFrame:
+    """The methods table (one row per method and variant, families side by side) with a verdict per family."""
+    out = methods.copy()
+    for model in models:
+        out[f"{model} verdict"] = [judged.get((model, m, v or "base"), {}).get("verdict", "")
+                                   for m, v in zip(out["method"], out["variant"])]
+    return out
+
+
+def write(params: dict[str, Any], tmp: Path, metrics: dict[str, pd.DataFrame], write_table) -> dict[Key, dict]:
+    """Tables and figures into the report directory `tmp`; returns the verdicts for the methods table."""
+    results = collect(params)
+    task = task_name(params)
+    judged = verdicts(params, results, metrics.get(task))
+    for model in params["models"]:
+        write_table(table(params, model, results, judged), tmp, f"table_verify_{model}_{task}")
+        if "relearn" in params["verify"]["checks"]:
+            plot_relearn(model, results, tmp / f"relearn_{model}.png")
+        if "probe" in params["verify"]["checks"]:
+            plot_probe(model, results, tmp / f"probe_{model}.png")
+    return judged

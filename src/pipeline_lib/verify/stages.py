@@ -1,0 +1,167 @@
+"""The verification stages: one per check and evaluated model, each reading a checkpoint and writing one JSON.
+
+`python -m pipeline_lib verify-<check>`; Snakemake (workflow/rules/verify.smk) and DVC
+(`dvc_stages.verify_stages`) call them with the same arguments. Every draw (images, masks, K subsets) comes
+from params' seed, so the original, each run and retrain see the same images and holes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import datasets
+from ..atomic import write_json
+from ..errors import DataError
+from ..models.base import I2IModel
+from ..runtime import seed_everything
+from ..stages import _device, _images, _read_splits, _sampling_model
+from .settings import settings, task_name
+
+LOG = logging.getLogger(__name__)
+
+
+def _pick(labels: torch.Tensor, classes: list[int], n: int | None, seed: int, limit: int | None = None) -> list[int]:
+    """Indices of `classes` (among the first `limit` images), in one seeded order; the first n of it."""
+    idx = torch.isin(labels, torch.tensor(classes)).nonzero().flatten()
+    if limit is not None:
+        idx = idx[idx < limit]
+    idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))]
+    return idx[:n].tolist() if n is not None else idx.tolist()
+
+
+def _per_class(labels: torch.Tensor, n: int, seed: int) -> list[int]:
+    return [i for c in range(len(datasets.CLASSES)) for i in _pick(labels, [c], n, seed + c)]
+
+
+def _mask(params: dict, spec: dict, n: int, net, seed: int) -> torch.Tensor:
+    from .common import masks_for
+
+    return masks_for(spec, n, params["data"]["image_size"], net.mask_granularity, seed, params["generate"]["batch_size"])
+
+
+def _write(out: str, result: dict[str, Any], start: float, checkpoint: str, check: str) -> None:
+    result.update({"check": check, "checkpoint": checkpoint, "wall_time_s": round(time.perf_counter() - start, 3)})
+    write_json(out, result)
+    LOG.info("%s written to %s (%.1f s)", check, out, result["wall_time_s"])
+
+
+def verify_probe(params: dict, checkpoint: str, data_dir: str, splits_path: str, out: str) -> None:
+    """Linear probe on the frozen encoder: forget-class recall and AUROC beside the retain classes'."""
+    from .probe import linear_probe
+
+    start, seed = time.perf_counter(), params["seed"]
+    seed_everything(seed)
+    codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
+    net = _sampling_model(params, checkpoint, _device(params))
+    cfg, task = settings(params, net.family, "probe"), task_name(params)
+    _, train_labels = datasets.load_split(data_dir, train=True)
+    _, test_labels = datasets.load_split(data_dir, train=False)
+    x, y = _images(data_dir, _per_class(train_labels, cfg["train_per_class"], seed), True, codec)
+    xt, yt = _images(data_dir, _per_class(test_labels, cfg["test_per_class"], seed), False, codec)
+    spec = params["task"][task]
+    result = linear_probe(net, x, y, xt, yt, _mask(params, spec, len(x), net, seed), _mask(params, spec, len(xt), net, seed + 1),
+                          split["class_indices"]["forget"], split["class_indices"]["retain"], cfg["C"], cfg["max_dim"],
+                          seed, cfg["batch_size"], cfg["sketch_dim"])
+    LOG.info("probe: forget recall %.3f (AUROC %.3f), retain recall %.3f", result["forget_recall"],
+             result["forget_auroc"], result["retain_recall"])
+    _write(out, {"task": task, "settings": cfg, **result}, start, checkpoint, "probe")
+
+
+def _eval_scorer(params: dict, data_dir: str, split: dict, extractor: str, which: str, n: int):
+    from .common import ExtractorScorer
+
+    codec = datasets.ImageCodec.from_params(params)
+    x, labels = _images(data_dir, split["eval"][which][:n], False, codec)
+    return x, ExtractorScorer(extractor, codec, x, labels, params["metrics"]["batch_size"])
+
+
+def verify_sweep(params: dict, checkpoint: str, data_dir: str, splits_path: str, extractor_path: str, out: str) -> None:
+    """Worst case over the hole grid: the highest forget accuracy and lowest forget FID, beside the mean."""
+    from .sweep import sweep
+
+    start = time.perf_counter()
+    seed_everything(params["seed"])
+    split = _read_splits(splits_path)
+    net = _sampling_model(params, checkpoint, _device(params))
+    cfg = settings(params, net.family, "sweep")
+    x_f, score_f = _eval_scorer(params, data_dir, split, extractor_path, "forget", cfg["images"])
+    x_r, score_r = _eval_scorer(params, data_dir, split, extractor_path, "retain", cfg["images"])
+    result = sweep(net, x_f, score_f, cfg["masks"], cfg["seeds"], params["data"]["image_size"],
+                   params["generate"]["batch_size"], retain=(x_r, score_r))
+    LOG.info("sweep: worst forget accuracy %.3f (mean %.3f), lowest forget FID %.1f (mean %.1f)",
+             result["worst"]["accuracy"], result["mean"]["accuracy"], result["worst"]["fid"], result["mean"]["fid"])
+    _write(out, {"settings": cfg, **result}, start, checkpoint, "sweep")
+
+
+def _train_mask(params: dict, family: str) -> dict:
+    """The masks the family was (pre-)trained with: what its own training loss sees."""
+    return params["model"][family]["pretrain"].get("mask", params["unlearn"]["mask"])
+
+
+def verify_relearn(params: dict, checkpoint: str, original: str, data_dir: str, splits_path: str, extractor_path: str,
+                   out: str) -> None:
+    """Relearning attack: steps of the family's own training loss on K forget images until the held-out forget
+    score is back within tolerance of the original's, per K."""
+    from .common import reconstruct
+    from .relearn import relearn
+
+    start, seed = time.perf_counter(), params["seed"]
+    seed_everything(seed)
+    codec, split, device = datasets.ImageCodec.from_params(params), _read_splits(splits_path), _device(params)
+    net = _sampling_model(params, checkpoint, device)
+    cfg, task = settings(params, net.family, "relearn"), task_name(params)
+    x_eval, scorer = _eval_scorer(params, data_dir, split, extractor_path, "forget", cfg["images"])
+    mask = _mask(params, params["task"][task], len(x_eval), net, seed)
+    bs = params["generate"]["batch_size"]
+
+    def score(model) -> float:
+        return scorer(reconstruct(model, x_eval, mask, bs))[cfg["metric"]]
+
+    target = score(_sampling_model(params, original, device))
+    _, train_labels = datasets.load_split(data_dir, train=True)
+    order = _pick(train_labels, split["class_indices"]["forget"], max(cfg["K"]), seed)
+    runs = []
+    for k in cfg["K"]:
+        x_k, _ = _images(data_dir, order[:k], True, codec)
+        run = relearn(net, x_k, score, target, train_mask=_train_mask(params, net.family),
+                      image_size=params["data"]["image_size"], optimizer=cfg["optimizer"],
+                      batch_size=min(cfg["batch_size"], k), max_steps=cfg["max_steps"], every=cfg["every"],
+                      tolerance=cfg["tolerance"], higher_is_better=cfg["metric"] == "accuracy", seed=seed, device=device)
+        LOG.info("relearn K=%d: %s steps (start %.3f, target %.3f)", k,
+                 f">{cfg['max_steps']} (capped)" if run["capped"] else run["relearn_steps"], run["start"], target)
+        runs.append(run)
+    _write(out, {"task": task, "metric": cfg["metric"], "settings": cfg, "target": target, "runs": runs}, start,
+           checkpoint, "relearn")
+
+
+def verify_membership(params: dict, checkpoint: str, data_dir: str, splits_path: str, out: str) -> None:
+    """Loss-based membership inference: forget images the original trained on vs forget test images."""
+    from .membership import membership
+
+    start, seed = time.perf_counter(), params["seed"]
+    seed_everything(seed)
+    codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
+    net = _sampling_model(params, checkpoint, _device(params))
+    cfg = settings(params, net.family, "membership")
+    forget = split["class_indices"]["forget"]
+    _, train_labels = datasets.load_split(data_dir, train=True)
+    _, test_labels = datasets.load_split(data_dir, train=False)
+    # the original was pre-trained on the first `subset` training images (all when unset)
+    members_idx = _pick(train_labels, forget, cfg["members"], seed, params["model"][net.family]["pretrain"].get("subset"))
+    non_idx = _pick(test_labels, forget, len(members_idx), seed)
+    if len(members_idx) < 2 or len(non_idx) < 2:
+        raise DataError(f"membership needs at least 2 members and non-members, got {len(members_idx)} and {len(non_idx)}")
+    members, _ = _images(data_dir, members_idx, True, codec)
+    non_members, _ = _images(data_dir, non_idx, False, codec)
+    timed = type(net).sample_losses is not I2IModel.sample_losses  # only families whose loss draws a timestep
+    result = membership(net, members, non_members, _train_mask(params, net.family), cfg["masks"],
+                        cfg["timesteps"] if timed else None, params["data"]["image_size"], seed,
+                        params["generate"]["batch_size"], cfg["z"])
+    LOG.info("membership: AUC %.3f, TPR@1%%FPR %.3f, z %.2f (%s)", result["auc"], result["tpr_at_1fpr"], result["z"],
+             "powered" if result["powered"] else "no power")
+    _write(out, {"settings": cfg, **result}, start, checkpoint, "membership")

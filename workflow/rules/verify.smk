@@ -1,0 +1,110 @@
+# Verification (README: "Verification: forgotten or hidden?"): one job per check and evaluated model (the
+# original, the runs of verify.methods, retrain); the report reads them into the verification tables.
+
+
+rule verify_probe:
+    input:
+        checkpoint="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
+        data="data/{dataset}/raw",
+        splits="data/{dataset}/splits.json",
+    output:
+        "results/{dataset}/verify/{model}/{method}/{variant}/probe.json",
+    log:
+        "logs/verify/{dataset}/{model}/{method}/{variant}/probe.log",
+    benchmark:
+        "benchmarks/verify_probe/{dataset}/{model}/{method}/{variant}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=60,
+    params:
+        verify=verify_params("probe"),
+    shell:
+        "python -m pipeline_lib verify-probe --params params.yaml --checkpoint {input.checkpoint} "
+        "--data-dir {input.data} --splits {input.splits} --out {output} --log {log}"
+
+
+rule verify_sweep:
+    input:
+        checkpoint="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
+        data="data/{dataset}/raw",
+        splits="data/{dataset}/splits.json",
+        extractor="data/{dataset}/extractor/classifier.safetensors",
+    output:
+        "results/{dataset}/verify/{model}/{method}/{variant}/sweep.json",
+    log:
+        "logs/verify/{dataset}/{model}/{method}/{variant}/sweep.log",
+    benchmark:
+        "benchmarks/verify_sweep/{dataset}/{model}/{method}/{variant}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=60,
+    params:
+        verify=verify_params("sweep"),
+    shell:
+        "python -m pipeline_lib verify-sweep --params params.yaml --checkpoint {input.checkpoint} "
+        "--data-dir {input.data} --splits {input.splits} --extractor {input.extractor} --out {output} --log {log}"
+
+
+rule verify_relearn:
+    input:
+        checkpoint="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
+        original="data/{dataset}/models/{model}/original/base/model.safetensors",
+        data="data/{dataset}/raw",
+        splits="data/{dataset}/splits.json",
+        extractor="data/{dataset}/extractor/classifier.safetensors",
+    output:
+        "results/{dataset}/verify/{model}/{method}/{variant}/relearn.json",
+    log:
+        "logs/verify/{dataset}/{model}/{method}/{variant}/relearn.log",
+    benchmark:
+        "benchmarks/verify_relearn/{dataset}/{model}/{method}/{variant}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    params:
+        verify=verify_params("relearn"),
+        model=lambda w: config["model"][w.model]["pretrain"].get(
+            "mask", config["unlearn"]["mask"]
+        ),
+    shell:
+        "python -m pipeline_lib verify-relearn --params params.yaml --checkpoint {input.checkpoint} "
+        "--original {input.original} --data-dir {input.data} --splits {input.splits} --extractor {input.extractor} "
+        "--out {output} --log {log}"
+
+
+rule verify_membership:
+    input:
+        checkpoint="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
+        data="data/{dataset}/raw",
+        splits="data/{dataset}/splits.json",
+    output:
+        "results/{dataset}/verify/{model}/{method}/{variant}/membership.json",
+    log:
+        "logs/verify/{dataset}/{model}/{method}/{variant}/membership.log",
+    benchmark:
+        "benchmarks/verify_membership/{dataset}/{model}/{method}/{variant}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=60,
+    params:
+        verify=verify_params("membership"),
+        model=lambda w: {
+            "pretrain": config["model"][w.model]["pretrain"],
+            "mask": config["unlearn"]["mask"],
+        },
+    shell:
+        "python -m pipeline_lib verify-membership --params params.yaml --checkpoint {input.checkpoint} "
+        "--data-dir {input.data} --splits {input.splits} --out {output} --log {log}"
