@@ -14,12 +14,11 @@ from typing import Any
 
 import torch
 
-from .. import datasets
 from ..atomic import write_json
 from ..errors import DataError
 from ..models.base import I2IModel
 from ..runtime import seed_everything
-from ..stages import _device, _images, _read_splits, _sampling_model
+from ..stages import _codec, _device, _images, _reader, _read_splits, _sampling_model
 from .settings import settings, task_name
 
 LOG = logging.getLogger(__name__)
@@ -35,7 +34,7 @@ def _pick(labels: torch.Tensor, classes: list[int], n: int | None, seed: int, li
 
 
 def _per_class(labels: torch.Tensor, n: int, seed: int) -> list[int]:
-    return [i for c in range(len(datasets.CLASSES)) for i in _pick(labels, [c], n, seed + c)]
+    return [i for c in labels.unique().tolist() for i in _pick(labels, [c], n, seed + c)]
 
 
 def _mask(params: dict, spec: dict, n: int, net, seed: int) -> torch.Tensor:
@@ -56,13 +55,13 @@ def verify_probe(params: dict, checkpoint: str, data_dir: str, splits_path: str,
 
     start, seed = time.perf_counter(), params["seed"]
     seed_everything(seed)
-    codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
+    split = _read_splits(splits_path)
     net = _sampling_model(params, checkpoint, _device(params))
+    codec = _codec(params, net.family)
     cfg, task = settings(params, net.family, "probe"), task_name(params)
-    _, train_labels = datasets.load_split(data_dir, train=True)
-    _, test_labels = datasets.load_split(data_dir, train=False)
-    x, y = _images(data_dir, _per_class(train_labels, cfg["train_per_class"], seed), True, codec)
-    xt, yt = _images(data_dir, _per_class(test_labels, cfg["test_per_class"], seed), False, codec)
+    train_labels, test_labels = _labels(params, data_dir)
+    x, y = _images(params, data_dir, _per_class(train_labels, cfg["train_per_class"], seed), True, codec)
+    xt, yt = _images(params, data_dir, _per_class(test_labels, cfg["test_per_class"], seed), False, codec)
     spec = params["task"][task]
     result = linear_probe(net, x, y, xt, yt, _mask(params, spec, len(x), net, seed), _mask(params, spec, len(xt), net, seed + 1),
                           split["class_indices"]["forget"], split["class_indices"]["retain"], cfg["C"], cfg["max_dim"],
@@ -72,11 +71,18 @@ def verify_probe(params: dict, checkpoint: str, data_dir: str, splits_path: str,
     _write(out, {"task": task, "settings": cfg, **result}, start, checkpoint, "probe")
 
 
-def _eval_scorer(params: dict, data_dir: str, split: dict, extractor: str, which: str, n: int):
+def _labels(params: dict, data_dir: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) labels of the data set, from its reader (Fashion-MNIST or a class-folder tree)."""
+    reader = _reader(params, data_dir)
+    return reader.labels(True), reader.labels(False)
+
+
+def _eval_scorer(params: dict, data_dir: str, split: dict, extractor: str, which: str, n: int, family: str):
+    """Evaluation images in the family's normalisation, and a scorer that decodes reconstructions the same way."""
     from .common import ExtractorScorer
 
-    codec = datasets.ImageCodec.from_params(params)
-    x, labels = _images(data_dir, split["eval"][which][:n], False, codec)
+    codec = _codec(params, family)
+    x, labels = _images(params, data_dir, split["eval"][which][:n], False, codec)
     return x, ExtractorScorer(extractor, codec, x, labels, params["metrics"]["batch_size"])
 
 
@@ -89,8 +95,8 @@ def verify_sweep(params: dict, checkpoint: str, data_dir: str, splits_path: str,
     split = _read_splits(splits_path)
     net = _sampling_model(params, checkpoint, _device(params))
     cfg = settings(params, net.family, "sweep")
-    x_f, score_f = _eval_scorer(params, data_dir, split, extractor_path, "forget", cfg["images"])
-    x_r, score_r = _eval_scorer(params, data_dir, split, extractor_path, "retain", cfg["images"])
+    x_f, score_f = _eval_scorer(params, data_dir, split, extractor_path, "forget", cfg["images"], net.family)
+    x_r, score_r = _eval_scorer(params, data_dir, split, extractor_path, "retain", cfg["images"], net.family)
     result = sweep(net, x_f, score_f, cfg["masks"], cfg["seeds"], params["data"]["image_size"],
                    params["generate"]["batch_size"], retain=(x_r, score_r))
     LOG.info("sweep: worst forget accuracy %.3f (mean %.3f), lowest forget FID %.1f (mean %.1f)",
@@ -112,10 +118,11 @@ def verify_relearn(params: dict, checkpoint: str, original: str, data_dir: str, 
 
     start, seed = time.perf_counter(), params["seed"]
     seed_everything(seed)
-    codec, split, device = datasets.ImageCodec.from_params(params), _read_splits(splits_path), _device(params)
+    split, device = _read_splits(splits_path), _device(params)
     net = _sampling_model(params, checkpoint, device)
+    codec = _codec(params, net.family)
     cfg, task = settings(params, net.family, "relearn"), task_name(params)
-    x_eval, scorer = _eval_scorer(params, data_dir, split, extractor_path, "forget", cfg["images"])
+    x_eval, scorer = _eval_scorer(params, data_dir, split, extractor_path, "forget", cfg["images"], net.family)
     mask = _mask(params, params["task"][task], len(x_eval), net, seed)
     bs = params["generate"]["batch_size"]
 
@@ -123,11 +130,11 @@ def verify_relearn(params: dict, checkpoint: str, original: str, data_dir: str, 
         return scorer(reconstruct(model, x_eval, mask, bs))[cfg["metric"]]
 
     target = score(_sampling_model(params, original, device))
-    _, train_labels = datasets.load_split(data_dir, train=True)
+    train_labels, _ = _labels(params, data_dir)
     order = _pick(train_labels, split["class_indices"]["forget"], max(cfg["K"]), seed)
     runs = []
     for k in cfg["K"]:
-        x_k, _ = _images(data_dir, order[:k], True, codec)
+        x_k, _ = _images(params, data_dir, order[:k], True, codec)
         run = relearn(net, x_k, score, target, train_mask=_train_mask(params, net.family),
                       image_size=params["data"]["image_size"], optimizer=cfg["optimizer"],
                       batch_size=min(cfg["batch_size"], k), max_steps=cfg["max_steps"], every=cfg["every"],
@@ -145,19 +152,19 @@ def verify_membership(params: dict, checkpoint: str, data_dir: str, splits_path:
 
     start, seed = time.perf_counter(), params["seed"]
     seed_everything(seed)
-    codec, split = datasets.ImageCodec.from_params(params), _read_splits(splits_path)
+    split = _read_splits(splits_path)
     net = _sampling_model(params, checkpoint, _device(params))
+    codec = _codec(params, net.family)
     cfg = settings(params, net.family, "membership")
     forget = split["class_indices"]["forget"]
-    _, train_labels = datasets.load_split(data_dir, train=True)
-    _, test_labels = datasets.load_split(data_dir, train=False)
+    train_labels, test_labels = _labels(params, data_dir)
     # the original was pre-trained on the first `subset` training images (all when unset)
     members_idx = _pick(train_labels, forget, cfg["members"], seed, params["model"][net.family]["pretrain"].get("subset"))
     non_idx = _pick(test_labels, forget, len(members_idx), seed)
     if len(members_idx) < 2 or len(non_idx) < 2:
         raise DataError(f"membership needs at least 2 members and non-members, got {len(members_idx)} and {len(non_idx)}")
-    members, _ = _images(data_dir, members_idx, True, codec)
-    non_members, _ = _images(data_dir, non_idx, False, codec)
+    members, _ = _images(params, data_dir, members_idx, True, codec)
+    non_members, _ = _images(params, data_dir, non_idx, False, codec)
     timed = type(net).sample_losses is not I2IModel.sample_losses  # only families whose loss draws a timestep
     result = membership(net, members, non_members, _train_mask(params, net.family), cfg["masks"],
                         cfg["timesteps"] if timed else None, params["data"]["image_size"], seed,
