@@ -11,7 +11,7 @@ import torch
 
 from folder_tree import (IMAGENET_FORGET, IMAGENET_PROXY, IMAGENET_RETAIN, PLACES_FORGET, PLACES_PROXY,
                          PLACES_RETAIN, folder_params, make_tree)
-from pipeline_lib import config, datasets, image_folder, streaming
+from pipeline_lib import checkpoints, config, datasets, image_folder, streaming
 from pipeline_lib.errors import DataError, ParamsError
 from pipeline_lib.loaders import BalancedLoader, ImageLoader, mask_sampler
 from pipeline_lib.splits import make_splits
@@ -215,4 +215,10 @@ def test_presets_validate_against_a_tree_holding_their_classes(tmp_path):
         params["data"]["root"] = str(root)
         config.validate_params(params)
         assert {m: params["model"][m]["gpus"] for m in params["models"]} == (
-            {"mae": 4, "vqgan": 4} if preset == "imagenet" else {"diffusion": 8})
+            {"mae": 4, "vqgan": 4} if preset == "imagenet" else {"mae": 4, "vqgan": 4, "diffusion": 8})
+        # paper 1 Table 1's official checkpoints, hashes for the user to pin (the stage prints them)
+        files = {m: params["model"][m]["checkpoint"] for m in params["models"]}
+        assert files["mae"] == {"url": checkpoints.OFFICIAL_URLS["mae"][2], "sha256": None}
+        assert files["vqgan"] == {"path": "data/weights/mage-vitb-1600.pth", "sha256": None}
+        if preset == "places365":
+            assert files["diffusion"] == {"path": "data/weights/16_Network.pth", "sha256": None}

@@ -77,7 +77,8 @@ def test_pretrain_stage_converts_palette_from_a_local_path(tmp_path):
     out = tmp_path / "models" / "model.safetensors"
     params = base_params()
     params["model"]["diffusion"]["arch"] = {"attention_head_dim": 8}
-    for pinned, message in ((None, f"sha256 is null: .* has sha256 {sha}"), (sha, "expects 3x32px images")):
+    for pinned, message in ((None, f"sha256 is null: .* has sha256 {sha}"), (sha, "params model.diffusion.checkpoint: .* expects 3x32px images, the dataset gives 1x32px: grey images "
+                                                  r"\(data.kind fashion_mnist\)")):
         params["model"]["diffusion"]["checkpoint"] = {"path": str(path), "sha256": pinned}
         with pytest.raises(DataError, match=message):  # converted, then refused for the grey default data
             stages.pretrain(config.validate_params(params), "diffusion", str(DEBIAN_DIR), str(out))
@@ -102,3 +103,81 @@ def test_pretrain_stage_takes_the_mage_tokenizer_as_its_own_file(tmp_path):
     params["model"]["vqgan"]["tokenizer"]["checkpoint"]["sha256"] = hashlib.sha256(tok.read_bytes()).hexdigest()
     with pytest.raises(DataError, match="expects 3x32px images"):  # converted with MaskGIT's VQGAN, RGB
         stages.pretrain(config.validate_params(params), "vqgan", str(DEBIAN_DIR), str(tmp_path / "m.safetensors"))
+
+
+# --- the pretrain stage on an RGB class-folder tree -----------------------------------------------------
+
+def _official_files(tmp_path) -> dict[str, tuple[Path, dict]]:
+    """Small random-weight checkpoints in the official layouts, and the arch keys the weights cannot tell."""
+    def ckpt(name):
+        return {k[5:]: v.float() for k, v in load_file(str(FIXTURES / f"{name}.safetensors")).items()
+                if k.startswith("ckpt.")}
+
+    files = {"mae": (tmp_path / "mae_visualize_vit_large_ganloss.pth", {"model": ckpt("mae_vit")},
+                     {"num_heads": 4, "decoder_num_heads": 4}),
+             "vqgan": (tmp_path / "mage-vitb-1600.pth",
+                       {"model": {**ckpt("mage_vit"), **{"vqgan." + k: v for k, v in ckpt("maskgit_vqgan").items()}}},
+                       {"num_heads": 4, "decoder_num_heads": 4}),
+             "diffusion": (tmp_path / "16_Network.pth", ckpt("palette_unet"), {"attention_head_dim": 8})}
+    out = {}
+    for model, (path, state, arch) in files.items():
+        torch.save(state, path)
+        out[model] = (path, arch)
+    return out
+
+
+@pytest.fixture(scope="module")
+def rgb_tree(tmp_path_factory):
+    from folder_tree import IMAGENET_FORGET, IMAGENET_RETAIN, make_tree
+
+    return make_tree(tmp_path_factory.mktemp("tree"), IMAGENET_FORGET + IMAGENET_RETAIN, train=1, val=1)
+
+
+def _folder_params(tree, model: str, path: Path, arch: dict, sha256: str | None, image_size: int = 32) -> dict:
+    from folder_tree import IMAGENET_FORGET, IMAGENET_RETAIN, tiny_folder_params
+
+    params = tiny_folder_params(tree, IMAGENET_FORGET, IMAGENET_RETAIN)
+    params["data"]["image_size"] = image_size
+    params["task"]["center"] = {"kind": "center", "size": 16}
+    params["models"] = [model]
+    params["model"][model]["arch"] = arch
+    params["model"][model]["checkpoint"] = {"path": str(path), "sha256": sha256}
+    return config.validate_params(params)
+
+
+@pytest.mark.parametrize("model", ["mae", "vqgan", "diffusion"])
+def test_pretrain_on_an_rgb_tree_takes_the_official_checkpoint_without_training(tmp_path, rgb_tree, model):
+    from pipeline_lib import stages
+    from pipeline_lib.models import load_model
+    from pipeline_lib.models.base import read_meta
+
+    path, arch = _official_files(tmp_path)[model]
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    raw = tmp_path / "raw"
+    stages.data(_folder_params(rgb_tree, model, path, arch, sha), str(raw))
+    out = tmp_path / "original" / "model.safetensors"
+    with pytest.raises(DataError, match=f"model.{model}.checkpoint.sha256 is null: .* has sha256 {sha}"):
+        stages.pretrain(_folder_params(rgb_tree, model, path, arch, None), model, str(raw), str(out))
+    stages.pretrain(_folder_params(rgb_tree, model, path, arch, sha), model, str(raw), str(out))
+    meta = read_meta(out)
+    assert meta["sha256"] == sha and meta["source"] == str(path) and "training" not in meta
+    net = load_model(out)
+    assert (net.image_size, net.in_chans) == (32, 3)
+    direct = checkpoints.load_official(model, path, arch, image_size=32)
+    for k, v in direct.state_dict().items():  # the file's weights, untouched by any training
+        assert torch.equal(net.state_dict()[k], v), k
+
+
+def test_pretrain_on_an_rgb_tree_refuses_a_checkpoint_of_another_size_naming_the_keys(tmp_path, rgb_tree):
+    from pipeline_lib import stages
+
+    path, arch = _official_files(tmp_path)["vqgan"]
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    raw = tmp_path / "raw"
+    params = _folder_params(rgb_tree, "vqgan", path, arch, sha, image_size=64)
+    stages.data(params, str(raw))
+    out = tmp_path / "original" / "model.safetensors"
+    with pytest.raises(DataError, match=r"params model.vqgan.checkpoint: checkpoint .* expects 3x32px images, the "
+                                        r"dataset gives 3x64px: RGB class folders .* data.image_size 64"):
+        stages.pretrain(params, "vqgan", str(raw), str(out))
+    assert not out.exists()

@@ -82,9 +82,12 @@ def _model_stages(params: dict[str, Any], ds: str, raw: str) -> list[Stage]:
     """Pre-training (and its frozen parts): shared by every forget set."""
     stages = []
     for model in params["models"]:
-        parts = paths.part_files(ds, model)
+        parts = paths.part_files(ds, model) if paths.parts_needed(params, model) else {}
         model_keys = _present(params, f"model.{model}", ["checkpoint", "arch", "pretrain"])
-        part_args = paths.part_args(ds, model)
+        if params["model"][model]["checkpoint"] is not None:  # e.g. MAGE's tokenizer as its own file
+            model_keys += [f"model.{model}.{part}.checkpoint" for part in paths.part_files(ds, model)
+                           if _present(params, f"model.{model}.{part}", ["checkpoint"])]
+        part_args = paths.pretrain_part_args(params, model)
         for part, out in parts.items():
             stages.append(Stage(
                 f"pretrain_part-{model}-{part}",
@@ -93,7 +96,7 @@ def _model_stages(params: dict[str, Any], ds: str, raw: str) -> list[Stage]:
                 [raw, f"{CODE}/models", f"{CODE}/trainer.py"], ["seed", "data", f"model.{model}.{part}"],
                 [out, out.replace(".safetensors", ".json")]))
         original = paths.model_file(ds, model, *paths.ORIGINAL)
-        part_deps = list(parts.values())
+        part_deps = list(paths.pretrain_part_files(params, model).values())
         stages.append(Stage(
             f"pretrain-{model}",
             f"{PY} pretrain --params params.yaml --model {model} --data-dir {raw}{part_args} --out {original} "

@@ -117,6 +117,20 @@ def part_args(ds: str, model: str) -> str:
     return "".join(f" --{part} {path}" for part, path in part_files(ds, model).items())
 
 
+def pretrain_part_files(params: dict[str, Any], model: str) -> dict[str, str]:
+    """The parts the pretrain stage reads: none when params name a published checkpoint (it holds them)."""
+    return {} if params["model"][model]["checkpoint"] is not None else part_files(params["dataset"], model)
+
+
+def pretrain_part_args(params: dict[str, Any], model: str) -> str:
+    return "".join(f" --{part} {path}" for part, path in pretrain_part_files(params, model).items())
+
+
+def parts_needed(params: dict[str, Any], model: str) -> bool:
+    """Whether any stage reads `model`'s pre-trained parts: pre-training from scratch, or a retrain reference."""
+    return bool(pretrain_part_files(params, model)) or any(ref in params["methods"] for ref in REFERENCE_METHODS)
+
+
 def anchor_files(root: str, model: str, method: str, variant: str) -> list[str]:
     """The Phase I checkpoints a controllable Phase II run reads its ε range from (none for other runs)."""
     return [model_file(root, model, method, a) for a in phase_one_anchors(parse_variant(variant))]

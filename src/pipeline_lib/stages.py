@@ -110,8 +110,11 @@ def _checkpoint_model(params: dict, model: str, out: str) -> None:
     source = ckpt.get("url") or str(ckpt["path"])
     chans = datasets.channels(params)
     if (net.image_size, net.in_chans) != (codec.image_size, chans):
-        raise DataError(f"checkpoint {source} expects {net.in_chans}x{net.image_size}px images, "
-                        f"the dataset gives {chans}x{codec.image_size}px")
+        given = ("RGB class folders (data.kind image_folder)" if chans == 3 else
+                 f"{'grey ' if chans == 1 else ''}images (data.kind {datasets.kind(params)})")
+        raise DataError(f"params {key}: checkpoint {source} expects {net.in_chans}x{net.image_size}px images, "
+                        f"the dataset gives {chans}x{codec.image_size}px: {given} at data.image_size "
+                        f"{codec.image_size}")
     save_model(net, out, {"source": source, "sha256": ckpt["sha256"], **getattr(net, "official_meta", {})})
 
 

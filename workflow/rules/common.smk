@@ -14,6 +14,8 @@ from pipeline_lib.paths import (
     noise_kind,
     part_args,
     part_files,
+    pretrain_part_args,
+    pretrain_part_files,
     reference_dir,
     report_dir,
     set_arg,

@@ -29,7 +29,7 @@ rule pretrain_part:
 rule pretrain:
     input:
         data="data/{dataset}/raw",
-        parts=lambda w: part_files(w.dataset, w.model).values(),
+        parts=lambda w: pretrain_part_files(config, w.model).values(),
     output:
         model="data/{dataset}/models/{model}/original/base/model.safetensors",
         meta="data/{dataset}/models/{model}/original/base/model.json",
@@ -45,7 +45,7 @@ rule pretrain:
         runtime=240,
     params:
         code=code_version("models", "trainer.py"),
-        parts=lambda w: part_args(w.dataset, w.model),
+        parts=lambda w: pretrain_part_args(config, w.model),
         model=lambda w: training_keys(config, w.model),
         data=config["data"],
         seed=config["seed"],

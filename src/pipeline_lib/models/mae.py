@@ -129,8 +129,12 @@ class MAE(I2IModel):
     # --- official checkpoints ------------------------------------------------------------------------
     @classmethod
     def from_official(cls, checkpoint: dict[str, Any], num_heads: int | None = None,
-                      decoder_num_heads: int | None = None) -> "MAE":
-        """Build an MAE from a facebookresearch/mae checkpoint (`{"model": state_dict}`), architecture inferred."""
+                      decoder_num_heads: int | None = None, image_size: int | None = None) -> "MAE":
+        """Build an MAE from a facebookresearch/mae checkpoint (`{"model": state_dict}`), architecture inferred.
+
+        `image_size` other than the checkpoint's (224 for the published files): the fixed sin-cos position
+        tables are rebuilt for the new grid, as the official code does when built with that `img_size`; every
+        other weight is size-independent. Refused when the stored tables are not the sin-cos ones."""
         state = checkpoint.get("model", checkpoint)
         required = ["patch_embed.proj.weight", "cls_token", "pos_embed", "norm.weight", "decoder_embed.weight",
                     "mask_token", "decoder_pos_embed", "decoder_norm.weight", "decoder_pred.weight", "blocks.0.attn.qkv.weight",
@@ -144,12 +148,23 @@ class MAE(I2IModel):
         depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
         decoder_depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("decoder_blocks."))
         mlp_ratio = state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim
+        if image_size not in (None, grid * patch_size):
+            if image_size % patch_size:
+                raise DataError(f"image size {image_size} is not a multiple of the checkpoint's patch size {patch_size}")
+            for key, dim in (("pos_embed", embed_dim), ("decoder_pos_embed", decoder_embed_dim)):
+                if not torch.allclose(state[key].float(), sincos_pos_embed(dim, grid), atol=1e-5):
+                    raise DataError(f"MAE checkpoint key '{key}' is not the fixed sin-cos table of its {grid}x{grid} "
+                                    f"grid: it cannot be rebuilt for {image_size} px")
+            state = {k: v for k, v in state.items() if k not in ("pos_embed", "decoder_pos_embed")}
+            grid = image_size // patch_size
         model = cls(image_size=grid * patch_size, in_chans=in_chans, patch_size=patch_size, embed_dim=embed_dim,
                     depth=depth, num_heads=num_heads or OFFICIAL_HEADS.get(embed_dim, 1),
                     decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth,
                     decoder_num_heads=decoder_num_heads or (16 if decoder_embed_dim % 16 == 0 else 1),
                     mlp_ratio=mlp_ratio)
         result = model.load_state_dict(state, strict=False)
+        rebuilt = {"pos_embed", "decoder_pos_embed"} - set(state)
+        result.missing_keys[:] = [k for k in result.missing_keys if k not in rebuilt]
         if result.missing_keys or result.unexpected_keys:
             raise DataError(f"MAE checkpoint does not match the architecture: missing {result.missing_keys}, "
                             f"unexpected {result.unexpected_keys}")
