@@ -49,16 +49,21 @@ def _write(out: str, result: dict[str, Any], start: float, checkpoint: str, chec
     LOG.info("%s written to %s (%.1f s)", check, out, result["wall_time_s"])
 
 
-def verify_probe(params: dict, checkpoint: str, data_dir: str, splits_path: str, out: str) -> None:
-    """Linear probe on the frozen encoder: forget-class recall and AUROC beside the retain classes'."""
-    from .probe import linear_probe
-
+def _start(params: dict, checkpoint: str, splits_path: str, check: str):
+    """What every check starts from: the clock, the seed, the split, the model, its codec and its settings."""
     start, seed = time.perf_counter(), params["seed"]
     seed_everything(seed)
     split = _read_splits(splits_path)
     net = _sampling_model(params, checkpoint, _device(params))
-    codec = _codec(params, net.family)
-    cfg, task = settings(params, net.family, "probe"), task_name(params)
+    return start, seed, split, net, _codec(params, net.family), settings(params, net.family, check)
+
+
+def verify_probe(params: dict, checkpoint: str, data_dir: str, splits_path: str, out: str) -> None:
+    """Linear probe on the frozen encoder: forget-class recall and AUROC beside the retain classes'."""
+    from .probe import linear_probe
+
+    start, seed, split, net, codec, cfg = _start(params, checkpoint, splits_path, "probe")
+    task = task_name(params)
     train_labels, test_labels = _labels(params, data_dir)
     x, y = _images(params, data_dir, _per_class(train_labels, cfg["train_per_class"], seed), True, codec)
     xt, yt = _images(params, data_dir, _per_class(test_labels, cfg["test_per_class"], seed), False, codec)
@@ -150,12 +155,7 @@ def verify_membership(params: dict, checkpoint: str, data_dir: str, splits_path:
     """Loss-based membership inference: forget images the original trained on vs forget test images."""
     from .membership import membership
 
-    start, seed = time.perf_counter(), params["seed"]
-    seed_everything(seed)
-    split = _read_splits(splits_path)
-    net = _sampling_model(params, checkpoint, _device(params))
-    codec = _codec(params, net.family)
-    cfg = settings(params, net.family, "membership")
+    start, seed, split, net, codec, cfg = _start(params, checkpoint, splits_path, "membership")
     forget = split["class_indices"]["forget"]
     train_labels, test_labels = _labels(params, data_dir)
     # the original was pre-trained on the first `subset` training images (all when unset)
