@@ -12,7 +12,6 @@ the variant), each set's ablation tables and figures go to `sets/<name>/`, and `
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ import torch
 from . import forgetting, paths, spread
 from .atomic import atomic_path, write_text
 from .config import GRID_AXES, parse_variant
-from .errors import DataError
 from .splits import set_names, set_spec
+from .summary import read_run_metrics
 
 LOG = logging.getLogger(__name__)
 
@@ -41,11 +40,7 @@ def collect(params: dict[str, Any], task: str) -> pd.DataFrame:
 
 
 def _row(root: str, name: str | None, model: str, method: str, variant: str, task: str) -> dict[str, Any]:
-    path = Path(paths.metrics_file(root, model, method, variant, task))
-    if not path.is_file():
-        raise DataError(f"metrics file {path} is missing: run the metrics stage for it (with DVC, "
-                        "regenerate dvc.yaml after changing the runs: python -m pipeline_lib dvc-yaml)")
-    m = json.loads(path.read_text())
+    m = read_run_metrics(root, model, method, variant, task)
     row = {"set": name or "", "model": model, "method": method,
            "variant": "" if method == "original" else variant}
     row.update({axis: "" for axis in GRID_AXES})

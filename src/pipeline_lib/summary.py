@@ -87,24 +87,26 @@ def _summarise_set(root: str, params: dict[str, Any], task: str) -> dict[str, An
         n = 1
         while key in runs:
             key, n = f"{base}~{n}", n + 1
-        metrics = json.loads(Path(paths.metrics_file(root, model, method, variant, task)).read_text())
-        runs[key] = run_row(metrics, variant)
+        runs[key] = run_row(read_run_metrics(root, model, method, variant, task), variant)
     return out
 
 
 def write_summaries(params: dict[str, Any]) -> list[str]:
     """One numeric summary per task of the dataset; the per-run files must all exist."""
-    from .errors import DataError
-
     written = []
     for task in paths.eval_tasks(params):
-        missing = [p for p in (paths.metrics_file(root, *m, task) for root in paths.set_roots(params)
-                               for m in paths.evaluated_models(params)) if not Path(p).is_file()]
-        if missing:
-            raise DataError(f"metrics file {missing[0]} is missing ({len(missing)} in all): run the metrics stage "
-                            "first (with DVC, regenerate dvc.yaml after changing the runs: python -m pipeline_lib "
-                            "dvc-yaml)")
         out = summary_file(params["dataset"], task)
         write_json(out, summarise(params, task))
         written.append(out)
     return written
+
+
+def read_run_metrics(root: str, model: str, method: str, variant: str, task: str) -> dict[str, Any]:
+    """One run's metrics file, read by the summary and the report; a missing file is an error naming the fix."""
+    from .errors import DataError
+
+    path = Path(paths.metrics_file(root, model, method, variant, task))
+    if not path.is_file():
+        raise DataError(f"metrics file {path} is missing: run the metrics stage for it (with DVC, "
+                        "regenerate dvc.yaml after changing the runs: python -m pipeline_lib dvc-yaml)")
+    return json.loads(path.read_text())
