@@ -129,6 +129,7 @@ def test_both_engines_plan_the_same_commands_and_rerun_only_the_changed_set(tmp_
     root = make_project(tmp_path / "project", dvc_yaml=False)
     params = with_axes(yaml.safe_load((root / "params.yaml").read_text()))
     params["methods"]["retrain"] = {}
+    params["verify"] = {"checks": ["probe"], "methods": ["l2n"]}  # checked per set against its own retrain
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["python", "-m", "pipeline_lib", "dvc-yaml"], root)
     smk = run(["snakemake", "--profile", "profiles/local", "-n", "--forceall"], root)
@@ -137,8 +138,10 @@ def test_both_engines_plan_the_same_commands_and_rerun_only_the_changed_set(tmp_
     dvc_cmds = {" ".join(line[2:].split()) for line in dvc.splitlines() if line.startswith("> python -m pipeline_lib")}
     assert _planned(smk) == dvc_cmds
     # data, extractor, tokenizer, 3 pretrain, then per set: splits, reference, 2 noise, 3 retrain,
-    # 8 unlearn (4 runs x 2 seeds), 14 generate and 14 metrics (3 original + 8 + 3 retrain); summary, aggregate
-    assert len(dvc_cmds) == 6 + 2 * (1 + 1 + 2 + 3 + 8 + 14 + 14) + 2
+    # 8 unlearn (4 runs x 2 seeds), 14 generate, 14 metrics and 14 probes (3 original + 8 + 3 retrain);
+    # summary, aggregate
+    assert len(dvc_cmds) == 6 + 2 * (1 + 1 + 2 + 3 + 8 + 14 + 14 + 14) + 2
+    assert sum(" verify-probe " in c and "/sets/drawn/verify/" in c for c in dvc_cmds) == 14
     assert sum(" unlearn " in c and "seed-1" in c and "/sets/drawn/" in c for c in dvc_cmds) == 4
 
     # `--touch` records a job's params only while its outputs are missing (Snakemake 9.27): before and after
@@ -150,7 +153,7 @@ def test_both_engines_plan_the_same_commands_and_rerun_only_the_changed_set(tmp_
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     replanned = _planned(run(["snakemake", "--profile", "profiles/local", "-n"], root))
     jobs = [c for c in replanned if " aggregate " not in c and " summary " not in c]
-    assert len(jobs) == 1 + 1 + 2 + 3 + 8 + 14 + 14
+    assert len(jobs) == 1 + 1 + 2 + 3 + 8 + 14 + 14 + 14
     assert all("/sets/drawn" in c and "trouser-bag" not in c for c in jobs)
 
     (root / "params.yaml").write_text(committed)
@@ -159,3 +162,25 @@ def test_both_engines_plan_the_same_commands_and_rerun_only_the_changed_set(tmp_
     # DVC plans the stages whose own dependencies changed: the edited set's split (the rest follows its hash)
     dvc_dry = run(["dvc", "repro", "--dry"], root)
     assert re.findall(r"Running stage '([^']+)'", dvc_dry) == ["splits-drawn", "aggregate"]
+
+
+def test_verification_runs_on_every_forget_set_against_its_own_retrain():
+    """The checks run per set: each set's l2n runs and retrain, the shared original, under the set's paths."""
+    from pipeline_lib.verify.settings import all_verify
+
+    params = base_params()
+    params["methods"]["retrain"] = {}
+    params = with_axes(params, seeds=None)
+    probes = [s for s in stages(params) if s.name.startswith("verify_probe-")]
+    per_set = len(params["models"]) * 3  # original, l2n, retrain of each family
+    assert len(probes) == 2 * per_set
+    for name in SETS:
+        own = [s for s in probes if s.name.startswith(f"verify_probe-{name}-")]
+        assert len(own) == per_set
+        for stage in own:
+            assert f"--splits data/fashion_mnist/sets/{name}/splits.json" in stage.cmd
+            assert f"--out results/fashion_mnist/sets/{name}/verify/" in stage.cmd
+            checkpoint = stage.cmd.split("--checkpoint ")[1].split()[0]
+            assert checkpoint.startswith(f"data/fashion_mnist/sets/{name}/models/") != ("/original/" in checkpoint)
+    outs = {o for s in stages(params) if s.name.startswith("verify_") for o in s.outs}
+    assert outs == set(all_verify(params))

@@ -206,14 +206,14 @@ def _feature_stages(params: dict[str, Any], ds: str, raw: str, root: str, set_na
     return out
 
 
-def verify_stages(params: dict[str, Any], ds: str, raw: str) -> list[Stage]:
-    """One stage per verification check and evaluated model (workflow/rules/verify.smk's jobs), on the first
-    forget set."""
-    from .verify.settings import all_verify, task_name, verified_models, verify_file, verify_root
+def verify_stages(params: dict[str, Any], ds: str, raw: str, root: str, set_name: str | None) -> list[Stage]:
+    """One stage per verification check and evaluated model of one forget set (workflow/rules/verify.smk's
+    jobs)."""
+    from .verify.settings import enabled, task_name, verified_models, verify_file
 
-    if not all_verify(params):
+    if not enabled(params):
         return []
-    out, extractor, root = [], f"data/{ds}/extractor/classifier.safetensors", verify_root(params)
+    out, extractor = [], f"data/{ds}/extractor/classifier.safetensors"
     split, task = paths.splits_file(root), f"task.{task_name(params)}"
     for model, method, variant in verified_models(params):
         checkpoint = paths.checkpoint_file(ds, root, model, method, variant)
@@ -231,7 +231,7 @@ def verify_stages(params: dict[str, Any], ds: str, raw: str) -> list[Stage]:
             keys = ["seed", "data", "verify", task, *sampling]
             if check in ("relearn", "membership"):
                 keys.append(f"model.{model}.pretrain")
-            out.append(Stage(f"verify_{check}-{model}-{method}-{variant}",
+            out.append(Stage(_name(f"verify_{check}", set_name, model, method, variant),
                              f"{PY} verify-{check} --params params.yaml {args} --out {result} "
                              f"--log logs/verify/{root}/{model}/{method}/{variant}/{check}.log",
                              [*deps, f"{CODE}/verify"], keys, [result]))
@@ -261,7 +261,7 @@ def stages(params: dict[str, Any]) -> list[Stage]:
                      [*paths.all_metrics(params), f"{CODE}/summary.py"],
                      _present(params, "", ["models", "methods", "tasks", "crossval"]),
                      metrics=summary_files(params)))
-    out += verify_stages(params, ds, raw)
+    out += [s for scope in sets for s in verify_stages(params, ds, raw, *scope)]
     report, references = paths.report_dir(ds), [paths.reference_dir(root) for root, _ in sets]
     out.append(Stage("aggregate", f"{PY} aggregate --params params.yaml --extractor {extractor} "
                      f"--reference {' '.join(references)} --out {report} --log logs/aggregate/{ds}.log",

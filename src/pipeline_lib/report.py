@@ -219,11 +219,13 @@ def write_report(params: dict[str, Any], out: str | Path, extractor_path: str | 
     names = set_names(params)
     with atomic_path(out, directory=True) as tmp:
         judged, verify_task = {}, None
-        if verify_settings.enabled(params):  # the verification tables and figures, and the verdict column
+        if verify_settings.enabled(params):  # each set's verification tables and figures, and verdict column
             verify_task = verify_settings.task_name(params)
-            metrics = collect(params, verify_task)  # the checks run on the first forget set (verify.settings)
-            metrics = metrics[metrics["set"] == (names[0] or "")]
-            judged = verify_report.write(params, tmp, {verify_task: metrics}, _write_table)
+            metrics = collect(params, verify_task)
+            for name in names:
+                judged[name] = verify_report.write(params, _set_dir(tmp, name),
+                                                   {verify_task: metrics[metrics["set"] == (name or "")]},
+                                                   _write_table, paths.set_root(params["dataset"], name))
         for task in paths.eval_tasks(params):
             df = collect(params, task)
             df[forgetting.COLUMN] = forgetting.flags(df)
@@ -244,4 +246,4 @@ def write_report(params: dict[str, Any], out: str | Path, extractor_path: str | 
                 root = paths.set_root(params["dataset"], name)
                 own = df[df["set"] == (name or "")].drop(columns=["set", forgetting.COLUMN])
                 _per_set(params, own, task, _set_dir(tmp, name), extractor_path, reference_dirs[root], root,
-                         judged if (task, name) == (verify_task, names[0]) else None)
+                         judged.get(name) if task == verify_task else None)

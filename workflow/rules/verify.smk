@@ -1,18 +1,19 @@
 # Verification (README: "Verification: forgotten or hidden?"): one job per check and evaluated model (the
-# original, the runs of verify.methods, retrain); the report reads them into the verification tables.
+# original, the runs of verify.methods, retrain) on every forget set ({scope}: see common.smk); the report
+# reads them into each set's verification tables.
 
 
 rule verify_probe:
     input:
-        checkpoint="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
+        checkpoint=evaluated_checkpoint,
         data="data/{dataset}/raw",
-        splits="data/{dataset}/splits.json",
+        splits="data/{dataset}{scope}/splits.json",
     output:
-        "results/{dataset}/verify/{model}/{method}/{variant}/probe.json",
+        "results/{dataset}{scope}/verify/{model}/{method}/{variant}/probe.json",
     log:
-        "logs/verify/{dataset}/{model}/{method}/{variant}/probe.log",
+        "logs/verify/{dataset}{scope}/{model}/{method}/{variant}/probe.log",
     benchmark:
-        "benchmarks/verify_probe/{dataset}/{model}/{method}/{variant}.tsv"
+        "benchmarks/verify_probe/{dataset}{scope}/{model}/{method}/{variant}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:
@@ -28,16 +29,16 @@ rule verify_probe:
 
 rule verify_sweep:
     input:
-        checkpoint="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
+        checkpoint=evaluated_checkpoint,
         data="data/{dataset}/raw",
-        splits="data/{dataset}/splits.json",
+        splits="data/{dataset}{scope}/splits.json",
         extractor="data/{dataset}/extractor/classifier.safetensors",
     output:
-        "results/{dataset}/verify/{model}/{method}/{variant}/sweep.json",
+        "results/{dataset}{scope}/verify/{model}/{method}/{variant}/sweep.json",
     log:
-        "logs/verify/{dataset}/{model}/{method}/{variant}/sweep.log",
+        "logs/verify/{dataset}{scope}/{model}/{method}/{variant}/sweep.log",
     benchmark:
-        "benchmarks/verify_sweep/{dataset}/{model}/{method}/{variant}.tsv"
+        "benchmarks/verify_sweep/{dataset}{scope}/{model}/{method}/{variant}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:
@@ -53,17 +54,17 @@ rule verify_sweep:
 
 rule verify_relearn:
     input:
-        checkpoint="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
+        checkpoint=evaluated_checkpoint,
         original="data/{dataset}/models/{model}/original/base/model.safetensors",
         data="data/{dataset}/raw",
-        splits="data/{dataset}/splits.json",
+        splits="data/{dataset}{scope}/splits.json",
         extractor="data/{dataset}/extractor/classifier.safetensors",
     output:
-        "results/{dataset}/verify/{model}/{method}/{variant}/relearn.json",
+        "results/{dataset}{scope}/verify/{model}/{method}/{variant}/relearn.json",
     log:
-        "logs/verify/{dataset}/{model}/{method}/{variant}/relearn.log",
+        "logs/verify/{dataset}{scope}/{model}/{method}/{variant}/relearn.log",
     benchmark:
-        "benchmarks/verify_relearn/{dataset}/{model}/{method}/{variant}.tsv"
+        "benchmarks/verify_relearn/{dataset}{scope}/{model}/{method}/{variant}.tsv"
     conda:
         "../envs/pipeline.yaml"
     threads: 2
@@ -84,15 +85,15 @@ rule verify_relearn:
 
 rule verify_membership:
     input:
-        checkpoint="data/{dataset}/models/{model}/{method}/{variant}/model.safetensors",
+        checkpoint=evaluated_checkpoint,
         data="data/{dataset}/raw",
-        splits="data/{dataset}/splits.json",
+        splits="data/{dataset}{scope}/splits.json",
     output:
-        "results/{dataset}/verify/{model}/{method}/{variant}/membership.json",
+        "results/{dataset}{scope}/verify/{model}/{method}/{variant}/membership.json",
     log:
-        "logs/verify/{dataset}/{model}/{method}/{variant}/membership.log",
+        "logs/verify/{dataset}{scope}/{model}/{method}/{variant}/membership.log",
     benchmark:
-        "benchmarks/verify_membership/{dataset}/{model}/{method}/{variant}.tsv"
+        "benchmarks/verify_membership/{dataset}{scope}/{model}/{method}/{variant}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:

@@ -14,14 +14,15 @@ import pandas as pd
 
 from ..errors import DataError
 from .relearn import effective_steps
-from .settings import settings, task_name, verified_models, verify_file, verify_root
+from .settings import settings, task_name, verified_models, verify_file
 from .verdict import judge
 
 Key = tuple[str, str, str]
 
 
-def collect(params: dict[str, Any]) -> dict[Key, dict[str, dict]]:
-    root, out = verify_root(params), {}
+def collect(params: dict[str, Any], root: str) -> dict[Key, dict[str, dict]]:
+    """Every check's result on one forget set (`root`: its set root, the dataset for the unnamed set)."""
+    out = {}
     for key in verified_models(params):
         out[key] = {}
         for check in params["verify"]["checks"]:
@@ -150,9 +151,11 @@ def add_verdicts(methods: pd.DataFrame, judged: dict[Key, dict], models: list[st
     return out
 
 
-def write(params: dict[str, Any], tmp: Path, metrics: dict[str, pd.DataFrame], write_table) -> dict[Key, dict]:
-    """Tables and figures into the report directory `tmp`; returns the verdicts for the methods table."""
-    results = collect(params)
+def write(params: dict[str, Any], tmp: Path, metrics: dict[str, pd.DataFrame], write_table,
+          root: str) -> dict[Key, dict]:
+    """One forget set's tables and figures into its report directory `tmp`; returns the verdicts for its methods
+    table. `metrics`: that set's rows of the metrics table, by task."""
+    results = collect(params, root)
     task = task_name(params)
     judged = verdicts(params, results, metrics.get(task))
     for model in params["models"]:

@@ -34,9 +34,8 @@ INT_KEYS = ("train_per_class", "test_per_class", "max_dim", "sketch_dim", "batch
 
 
 def enabled(params: dict[str, Any]) -> bool:
-    """Whether any check runs. Named forget sets (`splits.sets`) are not wired into verify.smk yet, so an
-    experiment with them runs no check (its report has no verification tables)."""
-    return bool(params.get("verify")) and bool(params["verify"].get("checks")) and params["splits"].get("sets") is None
+    """Whether any check runs (on every forget set: each set's models are checked against its own retrain)."""
+    return bool(params.get("verify")) and bool(params["verify"].get("checks"))
 
 
 def task_name(params: dict[str, Any]) -> str:
@@ -64,22 +63,18 @@ def verified_models(params: dict[str, Any]) -> list[tuple[str, str, str]]:
             if m[1] in ("original", "retrain") or wanted is None or m[1] in wanted]
 
 
-def verify_root(params: dict[str, Any]) -> str:
-    """The forget set the checks run on: the single unnamed set's root (the dataset itself)."""
-    from .. import paths
-
-    return paths.set_roots(params)[0]
-
-
 def verify_file(root: str, model: str, method: str, variant: str, check: str) -> str:
     return f"results/{root}/verify/{model}/{method}/{variant}/{check}.json"
 
 
 def all_verify(params: dict[str, Any]) -> list[str]:
+    """Every check's result file, per forget set root (`paths.set_roots`)."""
+    from .. import paths
+
     if not enabled(params):
         return []
-    root = verify_root(params)
-    return [verify_file(root, *m, c) for m in verified_models(params) for c in params["verify"]["checks"]]
+    return [verify_file(root, *m, c) for root in paths.set_roots(params) for m in verified_models(params)
+            for c in params["verify"]["checks"]]
 
 
 # --- validation -------------------------------------------------------------------------------------------------
