@@ -278,3 +278,26 @@ def test_wide_encoder_features_are_hashed_to_a_fixed_linear_sketch():
     assert sketch(f[:, :100], 256, seed=3) is not None and sketch(f[:, :100], 256, seed=3).shape == (5, 100)
     ratio = a.norm(dim=1) / f.norm(dim=1)  # norms survive roughly
     assert ((ratio > 0.8) & (ratio < 1.2)).all()
+
+
+def test_the_spread_table_pools_seeds_with_the_gap_to_retrain():
+    """Two seeds of one setting: one row, mean ± 95 % CI of each figure, the gap to retrain, verdict counts."""
+    from pipeline_lib.verify import report as vreport
+
+    def checks(recall, steps):
+        return {"probe": {"forget_recall": recall},
+                "relearn": {"runs": [{"K": 10, "relearn_steps": steps, "capped": steps is None, "max_steps": 50}]}}
+
+    results = {("mae", "original", "base"): checks(0.9, 0),
+               ("mae", "l2n", "alpha-0.25_noise-identity_seed-0"): checks(0.8, 10),
+               ("mae", "l2n", "alpha-0.25_noise-identity_seed-1"): checks(0.6, 20),
+               ("mae", "retrain", "base"): checks(0.3, None)}
+    judged = {k: {"verdict": v} for k, v in zip(results, ["reference", "hidden", "forgotten", "reference"])}
+    table = vreport.spread_table({None: (results, judged)}).set_index("method")
+    l2n = table.loc["l2n"]
+    assert l2n["variant"] == "alpha-0.25_noise-identity" and l2n["runs"] == 2
+    assert l2n["verdicts"] == "hidden 1/2, forgotten 1/2"
+    assert l2n["probe recall F"].startswith("0.700 ± 1.27")  # t(0.975, 1) * 0.1414 / sqrt(2) = 1.271
+    assert l2n["probe recall F - retrain"].startswith("0.400 ± ")
+    assert l2n["relearn steps K=10 - retrain"].startswith("-35.000 ± ")  # capped retrain counts as 50 steps
+    assert table.loc["original", "runs"] == 1 and "±" not in table.loc["original", "probe recall F"]

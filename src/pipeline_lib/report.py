@@ -226,6 +226,9 @@ def write_report(params: dict[str, Any], out: str | Path, extractor_path: str | 
                 judged[name] = verify_report.write(params, _set_dir(tmp, name),
                                                    {verify_task: metrics[metrics["set"] == (name or "")]},
                                                    _write_table, paths.set_root(params["dataset"], name))
+            per_set = {name: (verify_report.collect(params, paths.set_root(params["dataset"], name)), judged[name])
+                       for name in names}
+            _write_text_tables(verify_report.spread_table(per_set), tmp, f"table_verify_spread_{verify_task}")
         for task in paths.eval_tasks(params):
             df = collect(params, task)
             df[forgetting.COLUMN] = forgetting.flags(df)

@@ -36,13 +36,19 @@ def ci95(values: pd.Series) -> tuple[float, float]:
     return mean, float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
 
 
+def setting_of(method: str, variant: str) -> str:
+    """A run's variant without its seed: what the seeds of one setting share."""
+    if method == "original":
+        return variant
+    return variant_name({k: x for k, x in parse_variant(variant).items() if k != "seed"})
+
+
 def with_ratios(df: pd.DataFrame) -> pd.DataFrame:
     """`df` plus FID F/R ratios to the original of the same set and model, and `setting` (the variant
     without its seed, which the seeds of one setting share)."""
     originals = df[df["method"] == "original"].set_index(["set", "model"])[["FID F", "FID R"]]
     joined = df.join(originals.add_prefix("original "), on=["set", "model"])
-    setting = [v if m == "original" else variant_name({k: x for k, x in parse_variant(v).items() if k != "seed"})
-               for m, v in zip(df["method"], df["variant"])]
+    setting = [setting_of(m, v) for m, v in zip(df["method"], df["variant"])]
     return df.assign(**{"FID F ratio": joined["FID F"] / joined["original FID F"],
                         "FID R ratio": joined["FID R"] / joined["original FID R"], "setting": setting})
 

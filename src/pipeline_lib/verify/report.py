@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from .. import spread
 from ..errors import DataError
 from .relearn import effective_steps
 from .settings import settings, task_name, verified_models, verify_file
@@ -165,3 +166,45 @@ def write(params: dict[str, Any], tmp: Path, metrics: dict[str, pd.DataFrame], w
         if "probe" in params["verify"]["checks"]:
             plot_probe(model, results, tmp / f"probe_{model}.png")
     return judged
+
+
+def _figures(checks: dict[str, dict]) -> dict[str, float]:
+    """The figures of one model's checks that the spread table averages (higher = more of the class, except
+    the relearn steps)."""
+    out = {}
+    if "probe" in checks:
+        out["probe recall F"] = checks["probe"]["forget_recall"]
+    if "sweep" in checks:
+        out["worst Acc F"] = checks["sweep"]["worst"]["accuracy"]
+    for run in checks.get("relearn", {}).get("runs", []):
+        out[f"relearn steps K={run['K']}"] = float(effective_steps(run))
+    if "membership" in checks:
+        out["MIA AUC"] = checks["membership"]["auc"]
+    return out
+
+
+def spread_table(per_set: dict[str | None, tuple[dict[Key, dict], dict[Key, dict]]]) -> pd.DataFrame:
+    """Per family, method and setting (seeds and sets pooled): each check's figure as mean ± 95 % CI over the
+    runs, its gap to the retrain model of the run's own set (run − retrain), and how the runs were judged.
+    `per_set`: set name -> (results, verdicts) as `collect` and `verdicts` give them."""
+    records = []
+    for name, (results, judged) in per_set.items():
+        for key, checks in results.items():
+            model, method, variant = key
+            own = _figures(checks)
+            retrain = _figures(results.get((model, "retrain", "base"), {}))
+            records.append({"model": model, "method": method, "setting": spread.setting_of(method, variant),
+                            "verdict": judged[key]["verdict"], **own,
+                            **{f"{f} - retrain": v - retrain[f] for f, v in own.items() if f in retrain}})
+    df = pd.DataFrame(records)
+    figures = [c for c in df.columns if c not in ("model", "method", "setting", "verdict")]
+    rows = []
+    for (model, method, setting), runs in df.groupby(["model", "method", "setting"], sort=False):
+        verdicts = runs["verdict"].value_counts()
+        row = {"model": model, "method": method, "variant": "" if setting == "base" else setting, "runs": len(runs),
+               "verdicts": ", ".join(f"{v} {n}/{len(runs)}" for v, n in verdicts.items())}
+        for figure in figures:
+            mean, half = spread.ci95(runs[figure])
+            row[figure] = ("" if pd.isna(mean) else f"{mean:.3f}") + ("" if pd.isna(half) else f" ± {half:.3f}")
+        rows.append(row)
+    return pd.DataFrame(rows)
