@@ -218,6 +218,19 @@ def test_a_metrics_file_names_its_extractors_files_and_hashes(tmp_path, places_f
     assert run_row(result, "base")["F"]["places_is"] == round(result["forget"]["places_is"], 6)
 
 
+def test_natural_images_lead_with_the_standard_numbers():
+    from pipeline_lib.report import headline_scores
+
+    own = {"fid": 10.0, "is": 2.0, "kid": 0.1, "cosine": 0.5, "accuracy": 0.9}
+    standard = {"inception": {"fid": 30.0, "is": 5.0, "kid": 0.3}, "clip_cosine": 0.7}
+    assert headline_scores({**own, **standard}, natural=False) == {**own, **standard}  # Fashion-MNIST
+    assert headline_scores({**own, **standard}, natural=True) == {
+        **own, **standard, "fid": 30.0, "is": 5.0, "kid": 0.3, "cosine": 0.7}
+    places = headline_scores({**own, **standard, "places_is": 9.0}, natural=True)
+    assert places["is"] == 9.0 and places["fid"] == 30.0  # Places: IS from the Places365 classifier
+    assert headline_scores(own, natural=True) == own  # no standard weights there: the pipeline's numbers
+
+
 # --- both engines ----------------------------------------------------------------------------------------
 
 @pytest.mark.engine
