@@ -245,7 +245,8 @@ def test_both_engines_plan_the_weights_stage_for_a_url(tmp_path):
     command = (f"python -m pipeline_lib weights --params params.yaml --kind places --out {out} "
                f"--log logs/weights/places/{PLACES_URL_FILE}.log")
     stages_ = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    assert stages_["weights-places"] == {"cmd": command, "params": ["metrics.places"], "outs": [out]}
+    assert stages_["weights-places"] == {"cmd": command, "params": ["metrics.places.url", "metrics.places.sha256"],
+                                       "outs": [out]}
     assert [k for k in stages_ if k.startswith("weights")] == ["weights-places"]  # the path-configured kinds: none
     metrics = [s for name, s in stages_.items() if name.startswith("metrics-")]
     assert metrics and all(out in s["deps"] for s in metrics)

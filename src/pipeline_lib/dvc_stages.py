@@ -146,10 +146,11 @@ def _unlearn_stages(params: dict[str, Any], ds: str, raw: str, root: str, set_na
 
 
 def weights_stages(params: dict[str, Any]) -> list[Stage]:
-    """One download per standard metric network named by url: its params entry is its only dependency (a
-    changed url or hash fetches again), and the file is a cached output, so `dvc pull` brings it offline."""
+    """One download per standard metric network named by url: its url and hash are its only dependencies (a
+    changed one fetches again), and the file is a cached output, so `dvc pull` brings it offline."""
     return [Stage(f"weights-{kind}", f"{PY} weights --params params.yaml --kind {kind} --out {out} "
-                  f"--log logs/{out.removeprefix('data/')}.log", [], [f"metrics.{kind}"], [out])
+                  f"--log logs/{out.removeprefix('data/')}.log", [], [f"metrics.{kind}.url", f"metrics.{kind}.sha256"],
+                  [out])
             for kind, out in metric_weights.downloaded(params).items()]
 
 

@@ -95,7 +95,8 @@ rule weights:
         mem_mb=1000,
         runtime=60,
     params:
-        spec=lambda w: config["metrics"][w.kind],
+        url=lambda w: config["metrics"][w.kind]["url"],
+        sha256=lambda w: config["metrics"][w.kind]["sha256"],
     shell:
         "python -m pipeline_lib weights --params params.yaml --kind {wildcards.kind} --out {output} --log {log}"
 
