@@ -32,10 +32,12 @@ def _project(base: Path, preset: str, params: dict) -> Path:
 
 @pytest.mark.parametrize("preset, jobs, gpus", [
     # from the official checkpoints (no tokenizer stage: MAGE's file holds its tokenizer): data, splits,
-    # 2 pretrain, extractor, reference, noise, 2 unlearn, 4 generate, 4 metrics, summary, aggregate
-    ("imagenet", 19, {"pretrain": {4}, "unlearn": {4}, "generate": {1}}),
-    # data, splits, 3 pretrain, extractor, reference, noise, 3 unlearn, 6 generate, 6 metrics, summary, aggregate
-    ("places365", 25, {"pretrain": {4, 8}, "unlearn": {4, 8}, "generate": {1}}),
+    # 2 pretrain, extractor, reference, noise, 2 unlearn, 4 generate, 4 metrics, summary, aggregate,
+    # + 2 weights (Inception-v3, CLIP)
+    ("imagenet", 21, {"pretrain": {4}, "unlearn": {4}, "generate": {1}}),
+    # data, splits, 3 pretrain, extractor, reference, noise, 3 unlearn, 6 generate, 6 metrics, summary, aggregate,
+    # + 3 weights (Inception-v3, CLIP, ResNet-50-Places365)
+    ("places365", 28, {"pretrain": {4, 8}, "unlearn": {4, 8}, "generate": {1}}),
 ])
 def test_presets_are_planned_by_both_engines_with_their_gpu_counts(tmp_path, preset, jobs, gpus):
     forget, retain, proxy = TREES[preset]
@@ -52,6 +54,8 @@ def test_presets_are_planned_by_both_engines_with_their_gpu_counts(tmp_path, pre
     assert snakemake_commands(planned) == dvc_cmds
     assert len(dvc_cmds) == jobs, sorted(c.split(" --")[0] for c in dvc_cmds)
     assert not any(" pretrain-part " in c or " --tokenizer " in c for c in dvc_cmds)  # official files hold it
+    kinds = {"inception", "clip"} | ({"places"} if preset == "places365" else set())
+    assert {re.search(r" --kind (\w+) ", c).group(1) for c in dvc_cmds if " weights " in c} == kinds
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     assert stages["data"].get("always_changed") is True  # re-lists the tree every repro; unchanged list, no re-run
 

@@ -95,7 +95,7 @@ def test_missing_clip_weights_give_one_clear_line(tmp_path):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ({"kind": "dinov2", "weights": None}, "must be 'inception' or 'clip', got 'dinov2'"),
+    ({"kind": "dinov2", "weights": None}, "must be 'inception', 'clip' or 'places', got 'dinov2'"),
     ({"weights": None}, "got None"),
     ({"kind": "inception"}, "'inception' needs a 'weights' path"),
     ({"kind": "clip", "weights": None}, "needs an open_clip 'arch' name, got None"),

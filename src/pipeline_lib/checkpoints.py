@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .downloads import fetch, file_digest
+from .downloads import fetch_verified, file_digest, verify_sha256
 from .errors import DataError
 from .models import FAMILIES, I2IModel
 
@@ -41,13 +41,7 @@ def sha256sum(path: str | Path) -> str:
 
 def fetch_checkpoint(url: str, sha256: str, dest: str | Path, timeout: float = 120.0) -> Path:
     """Download `url` to `dest` and verify it; a mismatch or failed transfer leaves no file behind."""
-
-    def verify(path: Path) -> None:
-        got = sha256sum(path)
-        if got != sha256:
-            raise DataError(f"checksum mismatch for checkpoint {url}: sha256 {got}, expected {sha256}")
-
-    fetch(url, dest, verify, timeout)
+    fetch_verified(url, sha256, dest, timeout=timeout)
     LOG.info("checkpoint %s verified (sha256 %s)", url, sha256)
     return Path(dest)
 
@@ -61,30 +55,11 @@ def obtain_checkpoint(spec: dict[str, Any], dest: str | Path, key: str, timeout:
         path = Path(spec["path"])
         if not path.is_file():
             raise DataError(f"params {key}.path: no file {path}")
-        got = sha256sum(path)
-        if expected is None:
-            raise DataError(f"params {key}.sha256 is null: {path} has sha256 {got}; pin it there to use the file")
-        if got != expected:
-            raise DataError(f"checksum mismatch for checkpoint {path}: sha256 {got}, expected {expected} "
-                            f"(params {key}.sha256)")
+        verify_sha256(path, expected, key)
         return path, False
-    if expected is None:
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        found: list[str] = []
-
-        def record(tmp: Path) -> None:  # measure, then refuse: the atomic download leaves nothing behind
-            found.append(sha256sum(tmp))
-            raise DataError("unpinned")
-
-        try:
-            fetch(spec["url"], dest, record, timeout)
-        except DataError:
-            if not found:
-                raise
-        raise DataError(f"params {key}.sha256 is null: {spec['url']} has sha256 {found[0]}; pin it there to use "
-                        "the file")
-    return fetch_checkpoint(spec["url"], expected, dest, timeout), True
+    fetch_verified(spec["url"], expected, dest, key, timeout)
+    LOG.info("checkpoint %s verified (sha256 %s)", spec["url"], expected)
+    return Path(dest), True
 
 
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ STAGES = {
     "unlearn": (stages.unlearn, ["model", "method", "variant", "original", "data_dir", "splits", "noise", "anchors*", "out"]),
     "generate": (stages.generate, ["checkpoint", "data_dir", "splits", "task", "out"]),
     "crossval": (stages.crossval, ["checkpoint", "original", "data_dir", "splits", "out"]),
+    "weights": (stages.weights, ["kind", "out"]),
     "metrics": (stages.metrics, ["recon", "reference", "extractor", "checkpoint", "out"]),
     "summary": (stages.summary, []),
     "aggregate": (stages.aggregate, ["extractor", "reference*", "out"]),

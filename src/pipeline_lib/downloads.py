@@ -22,7 +22,7 @@ def file_digest(path: str | Path, algorithm: str, decompress: bool = False) -> s
     return digest.hexdigest()
 
 
-def fetch(url: str, dest: str | Path, verify: Callable[[Path], None] | None = None, timeout: float = 120.0) -> Path:
+def fetch(url: str, dest: str | Path, verify: Callable[[Path], object] | None = None, timeout: float = 120.0) -> Path:
     """Download `url` to `dest`; `verify` (raising DataError) sees the file before it is moved into place,
     so a failed transfer or a checksum mismatch leaves nothing at `dest`."""
     dest = Path(dest)
@@ -35,3 +35,24 @@ def fetch(url: str, dest: str | Path, verify: Callable[[Path], None] | None = No
         if verify is not None:
             verify(tmp)
     return dest
+
+
+def verify_sha256(path: str | Path, expected: str | None, key: str | None = None, source: str | None = None) -> str:
+    """The one rule for every pinned file (checkpoints, metric weights): its sha256 must equal params
+    `key`.sha256. ``sha256: null`` is refused with the actual hash in the message, so the user pins what they
+    checked rather than trusting whatever arrived. `source` (a URL) names the file in messages; returns the hash."""
+    got = file_digest(path, "sha256")
+    where = source or str(path)
+    if expected is None:
+        raise DataError(f"params {key}.sha256 is null: {where} has sha256 {got}; pin it there to use the file")
+    if got != expected:
+        named = f" (params {key}.sha256)" if key else ""
+        raise DataError(f"checksum mismatch for {where}: sha256 {got}, expected {expected}{named}")
+    return got
+
+
+def fetch_verified(url: str, expected: str | None, dest: str | Path, key: str | None = None,
+                   timeout: float = 120.0) -> Path:
+    """Download `url` to `dest` atomically and verify it (verify_sha256): a failed transfer, a mismatch or an
+    unpinned hash leaves nothing at `dest`."""
+    return fetch(url, dest, lambda tmp: verify_sha256(tmp, expected, key, url), timeout)

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from . import paths
+from . import metric_weights, paths
 from .atomic import write_text
 from .config import REFERENCE_METHODS, unlearn_runs
 from .splits import set_key, set_names
@@ -44,7 +44,7 @@ class Stage:
     always_changed: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"cmd": self.cmd, "deps": self.deps, "params": self.params}
+        out: dict[str, Any] = {"cmd": self.cmd, **({"deps": self.deps} if self.deps else {}), "params": self.params}
         if self.always_changed:
             out["always_changed"] = True
         if self.outs:
@@ -145,8 +145,18 @@ def _unlearn_stages(params: dict[str, Any], ds: str, raw: str, root: str, set_na
     return stages
 
 
+def weights_stages(params: dict[str, Any]) -> list[Stage]:
+    """One download per standard metric network named by url: its url and hash are its only dependencies (a
+    changed one fetches again), and the file is a cached output, so `dvc pull` brings it offline."""
+    return [Stage(f"weights-{kind}", f"{PY} weights --params params.yaml --kind {kind} --out {out} "
+                  f"--log logs/{out.removeprefix('data/')}.log", [], [f"metrics.{kind}.url", f"metrics.{kind}.sha256"],
+                  [out])
+            for kind, out in metric_weights.downloaded(params).items()]
+
+
 def _evaluation_stages(params: dict[str, Any], ds: str, raw: str, root: str, set_name: str | None) -> list[Stage]:
     stages, split = [], paths.splits_file(root)
+    weights = list(metric_weights.downloaded(params).values())
     reference, extractor = paths.reference_dir(root), f"data/{ds}/extractor/classifier.safetensors"
     for model, method, variant in paths.evaluated_models(params):
         checkpoint = paths.checkpoint_file(ds, root, model, method, variant)
@@ -175,7 +185,7 @@ def _evaluation_stages(params: dict[str, Any], ds: str, raw: str, root: str, set
                 _name("metrics", set_name, key),
                 f"{PY} metrics --params params.yaml --recon {recon} --reference {reference} --extractor {extractor} "
                 f"--checkpoint {checkpoint} --out {metrics} --log logs/metrics/{root}/{model}/{method}/{variant}/{task}.log",
-                [recon, reference, extractor, checkpoint], ["seed", "metrics"], [metrics]))
+                [recon, reference, extractor, checkpoint, *weights], ["seed", "metrics"], [metrics]))
     return stages
 
 
@@ -255,6 +265,7 @@ def stages(params: dict[str, Any]) -> list[Stage]:
     out.append(Stage("extractor", f"{PY} extractor --params params.yaml --data-dir {raw} --out {extractor} "
                      f"--log logs/extractor/{ds}.log", [raw, f"{CODE}/extractor.py"], ["seed", "data", "extractor"],
                      [extractor, extractor.replace(".safetensors", ".json")]))
+    out += weights_stages(params)
     for per_set in (_feature_stages, _unlearn_stages, _evaluation_stages):
         out += [s for scope in sets for s in per_set(params, ds, raw, *scope)]
     out.append(Stage("summary", f"{PY} summary --params params.yaml --log logs/summary/{ds}.log",

@@ -6,6 +6,7 @@
   Fashion-MNIST; a class-folder tree is checked against its recorded file list when the data stage ran);
 - a transformer's `num_heads` (or `decoder_num_heads`) that does not divide its embedding width, and a
   U-Net's `norm_num_groups` that does not divide its channels;
+- `metrics.<kind>` with both or neither of `url` and `weights`, or a url without a `sha256` key;
 - a `runtime.device` torch does not know. Only the spelling is checked: Snakemake validates on a login
   node that may have no GPU, so whether the device is present is the job's question.
 """
@@ -111,7 +112,10 @@ def check_per_class(params: dict[str, Any], available: dict[str, int] | None = N
 
 
 def check_all(params: dict[str, Any]) -> None:
+    from .metric_weights import check as check_metric_weights
+
     check_device(params)
+    check_metric_weights(params)
     check_heads(params)
     check_classes(params)
     check_noise(params)

@@ -8,6 +8,8 @@ With several forget sets (`splits.sets`), `table_<task>` lists every set's runs 
 the variant), each set's ablation tables and figures go to `sets/<name>/`, and `table_spread_<task>` /
 `table_heldout_<task>` give each setting's mean and spread over seeds and sets. Every run carries the
 `forgets` flag (`forgetting`); flagged runs are also listed in `failures_<task>`.
+
+On natural images the scores are paper 1's standard ones where the metrics files hold them (`headline_scores`).
 """
 
 from __future__ import annotations
@@ -33,14 +35,31 @@ COLUMNS = [("fid", "FID"), ("is", "IS"), ("cosine", "Cosine"), ("accuracy", "Acc
 def collect(params: dict[str, Any], task: str) -> pd.DataFrame:
     """One row per evaluated model and forget set (`set`: its name, "" for the unnamed set)."""
     ds, rows = params["dataset"], []
+    natural = params["data"].get("kind") == "image_folder"
     for name in set_names(params):
         for model, method, variant in paths.evaluated_models(params):
-            rows.append(_row(paths.set_root(ds, name), name, model, method, variant, task))
+            rows.append(_row(paths.set_root(ds, name), name, model, method, variant, task, natural))
     return pd.DataFrame(rows)
 
 
-def _row(root: str, name: str | None, model: str, method: str, variant: str, task: str) -> dict[str, Any]:
+def headline_scores(scores: dict[str, Any], natural: bool) -> dict[str, Any]:
+    """A set's numbers the tables, figures and forgetting checks lead with. On natural images (a class-folder
+    tree) they are paper 1's: Inception-v3 FID and KID, IS from ResNet-50-Places365 where it is configured
+    (Places) else from Inception-v3, and the CLIP cosine, each where the metrics file holds it (its weights
+    were there; the file's `extractors` block says which were). Otherwise, and always on Fashion-MNIST, the
+    pipeline's extractor leads; the standard numbers stay in the metrics files and the summary."""
+    if not natural:
+        return scores
+    inception = scores.get("inception") or {}
+    standard = {"fid": inception.get("fid"), "kid": inception.get("kid"),
+                "is": scores.get("places_is", inception.get("is")), "cosine": scores.get("clip_cosine")}
+    return {**scores, **{k: v for k, v in standard.items() if v is not None}}
+
+
+def _row(root: str, name: str | None, model: str, method: str, variant: str, task: str,
+         natural: bool) -> dict[str, Any]:
     m = read_run_metrics(root, model, method, variant, task)
+    m = {**m, **{which: headline_scores(m[which], natural) for which in paths.SETS}}
     row = {"set": name or "", "model": model, "method": method,
            "variant": "" if method == "original" else variant}
     row.update({axis: "" for axis in GRID_AXES})

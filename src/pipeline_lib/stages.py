@@ -401,34 +401,38 @@ def crossval(params: dict, checkpoint: str, original: str, data_dir: str, splits
 
 
 def _standard_extractors(params: dict, result: dict) -> dict[str, dict]:
-    """The standard extractors whose weights are on disk (checked once per job); each is noted in `result`."""
+    """The standard extractors whose weights are on disk (checked once per job): kind -> {file, arch?}. Each
+    configured one is named in `result["extractors"]`: used or not and why, its file, and its sha256 and url
+    when known, so a metrics file says which bytes produced its numbers."""
+    from . import metric_weights
     from . import standard_extractors as std
 
     usable = {}
-    for kind in ("inception", "clip"):
-        spec = params["metrics"].get(kind)
-        if spec is None:
-            continue
-        ok, reason = std.available({"kind": kind, **spec})
-        result["extractors"][kind] = {"used": ok, "note": reason}
+    for kind, spec in metric_weights.specs(params).items():
+        entry = metric_weights.resolve(kind, spec)
+        ok, reason = std.available({"kind": kind, "weights": entry["file"],
+                                    **({"arch": spec.get("arch")} if kind == "clip" else {})})
+        result["extractors"][kind] = {"used": ok, "note": reason, **entry}
         if ok:
-            usable[kind] = spec
+            usable[kind] = {"file": entry["file"], "arch": spec.get("arch")}
         else:
             LOG.warning("%s", reason)
     return usable
 
 
 def _standard_metrics(params: dict, usable: dict[str, dict], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Inception-v3 FID/IS/KID and CLIP cosine of one set, beside the pipeline extractor's."""
+    """Inception-v3 FID/IS/KID, CLIP cosine and Places365 IS of one set, beside the pipeline extractor's."""
     from . import standard_extractors as std
 
-    bs, device, out = params["metrics"]["batch_size"], _device(params), {}
+    bs, device, seed, out = params["metrics"]["batch_size"], _device(params), params["seed"], {}
     if "inception" in usable:
-        out["inception"] = std.inception_scores(tensors["recon"], tensors["gt"], usable["inception"]["weights"], bs,
-                                                params["seed"], device)
+        out["inception"] = std.inception_scores(tensors["recon"], tensors["gt"], usable["inception"]["file"], bs,
+                                                seed, device)
     if "clip" in usable:
         out["clip_cosine"] = std.clip_cosine(tensors["recon"], tensors["gt"], usable["clip"]["arch"],
-                                             usable["clip"]["weights"], bs, device)
+                                             usable["clip"]["file"], bs, device)
+    if "places" in usable:
+        out.update(std.places_scores(tensors["recon"], usable["places"]["file"], bs, seed, device))
     return out
 
 
@@ -440,8 +444,8 @@ def metrics(params: dict, recon: str, reference_dir: str, extractor_path: str, c
 
     seed_everything(params["seed"])
     result: dict[str, Any] = {"extractor": extractor.EXTRACTOR_NAME, "recon": recon,
-                              "extractors": {"pipeline": {"used": True, "note": f"{extractor.EXTRACTOR_NAME} at "
-                                                                                f"{extractor_path}"}}}
+                              "extractors": {"pipeline": {"used": True, "file": extractor_path,
+                                                          "note": f"{extractor.EXTRACTOR_NAME} at {extractor_path}"}}}
     usable = _standard_extractors(params, result)
     for which in paths.SETS:
         tensors = load_file(str(Path(recon) / f"{which}.safetensors"))
@@ -455,6 +459,13 @@ def metrics(params: dict, recon: str, reference_dir: str, extractor_path: str, c
     result["training"] = {k: training[k] for k in ("wall_time_s", "images_per_s", "steps") if k in training}
     result["objectives"] = meta.get("objectives", {})  # f1/f2 after unlearning, for the Pareto plot
     write_json(out, result)
+
+
+def weights(params: dict, kind: str, out: str) -> None:
+    """Download a standard metric network's weights (params metrics.<kind>.url), verified against its sha256."""
+    from . import metric_weights
+
+    metric_weights.fetch(params, kind, out)
 
 
 def dvc_yaml(params: dict, out: str | None = None) -> None:

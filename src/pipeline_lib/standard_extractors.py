@@ -1,12 +1,12 @@
-"""Standard metric networks (Inception-v3, CLIP), used only when their weights are already on disk.
+"""Standard metric networks (Inception-v3, CLIP, ResNet-50-Places365), run from a weights file on disk.
 
-Published FID/IS/KID use torch-fidelity's `inception-v3-compat` and papers report CLIP embedding cosines,
-but neither set of weights can be downloaded here and the pipeline never fetches them. A researcher who
-places the files at the configured paths gets the standard numbers next to the pipeline extractor's;
-otherwise `available` says, in one line, what is missing and that the pipeline's extractor is used.
+Published FID/IS/KID use torch-fidelity's `inception-v3-compat`, papers report CLIP embedding cosines, and
+paper 1 scores Places reconstructions' IS with the Places365 ResNet-50. The file comes from the `weights`
+stage (downloaded and verified, `pipeline_lib.metric_weights`) or from a configured local path; with neither
+present `available` says, in one line, what is missing and that the pipeline's extractor is used.
 
-Spec: {"kind": "inception", "weights": path} or {"kind": "clip", "arch": open_clip name, "weights": path};
-an Inception path may be the weights file or the directory holding INCEPTION_FILE.
+Spec: {"kind": "inception" | "places", "weights": path} or {"kind": "clip", "arch": open_clip name,
+"weights": path}; an Inception path may be the weights file or the directory holding INCEPTION_FILE.
 """
 
 from __future__ import annotations
@@ -21,12 +21,16 @@ import torch
 import torch.nn.functional as F
 
 from . import evaluate
+from .datasets import FAMILY_NORMALISATION
 from .errors import DataError
 
 INCEPTION_NAME = "inception-v3-compat"  # torch-fidelity's registry name, the extractor of published FIDs
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 INCEPTION_FEATURES = ["2048", "logits_unbiased"]  # FID/KID pool features, IS logits (torch-fidelity defaults)
 FALLBACK = "using the pipeline's extractor"
+PLACES_FILE = "resnet50_places365.pth.tar"  # CSAIL's file name
+PLACES_CLASSES = 365
+PLACES_SIZE = 224  # the Places365 demo's input size
 _LOAD_ERRORS = (RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError)
 
 
@@ -39,8 +43,8 @@ def inception_weights(path: str | Path) -> Path:
 def available(spec: dict) -> tuple[bool, str]:
     """(usable, one-line reason); ValueError only for a malformed spec, never for missing files."""
     kind = spec.get("kind") if isinstance(spec, dict) else None
-    if kind not in ("inception", "clip"):
-        raise ValueError(f"standard extractor kind must be 'inception' or 'clip', got {kind!r}")
+    if kind not in ("inception", "clip", "places"):
+        raise ValueError(f"standard extractor kind must be 'inception', 'clip' or 'places', got {kind!r}")
     if "weights" not in spec:
         raise ValueError(f"standard extractor '{kind}' needs a 'weights' path (null to disable)")
     if kind == "inception":
@@ -51,6 +55,8 @@ def available(spec: dict) -> tuple[bool, str]:
             return False, (f"Inception-v3 weights not found at {path}: {FALLBACK} "
                            f"(put {INCEPTION_FILE} there to enable)")
         return True, f"Inception-v3 weights at {path}"
+    if kind == "places":
+        return _places_available(spec["weights"])
     arch = spec.get("arch")
     if not isinstance(arch, str) or not arch:
         raise ValueError(f"standard extractor 'clip' needs an open_clip 'arch' name, got {arch!r}")
@@ -126,6 +132,55 @@ def clip_cosine(recon_u8: torch.Tensor, gt_u8: torch.Tensor, arch: str, weights_
         for r, g in zip(recon_u8.split(batch_size), gt_u8.split(batch_size)):
             cosines.append(F.cosine_similarity(embed(r), embed(g), dim=1, eps=1e-8).cpu())
     return float(torch.cat(cosines).mean())
+
+
+def _places_available(weights: str | Path | None) -> tuple[bool, str]:
+    if weights is None:
+        return False, f"ResNet-50-Places365 weights not configured: {FALLBACK}"
+    if not Path(weights).is_file():
+        return False, (f"ResNet-50-Places365 weights not found at {weights}: {FALLBACK} "
+                       f"(put {PLACES_FILE} there to enable)")
+    return True, f"ResNet-50-Places365 weights at {weights}"
+
+
+def load_places_resnet(path: str | Path) -> torch.nn.Module:
+    """torchvision's ResNet-50 with 365 outputs from the CSAIL file (`{'state_dict': {'module.…': …}, 'epoch',
+    'arch', 'best_prec1'}`, saved from DataParallel) or a bare state dict, read weights-only."""
+    from torchvision.models import resnet50
+
+    from .checkpoints import load_checkpoint_file
+
+    checkpoint = load_checkpoint_file(path)
+    state = checkpoint.get("state_dict", checkpoint)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    model = resnet50(num_classes=PLACES_CLASSES)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DataError(f"ResNet-50-Places365 weights at {path} could not be loaded: {_first_line(exc)}") from None
+    return model.eval()
+
+
+def places_scores(recon_u8: torch.Tensor, weights_path: str | Path, batch_size: int, seed: int,
+                  device: str | torch.device = "cpu") -> dict[str, float]:
+    """IS of the reconstructions from the Places365 classifier's softmax (paper 1's IS for Places): images
+    resized to 224 px and ImageNet-normalised as the Places365 demo does; torch-fidelity's IS on the logits."""
+    _check_pair(recon_u8, recon_u8)
+    ok, reason = _places_available(weights_path)
+    if not ok:
+        raise DataError(reason)
+    model = load_places_resnet(weights_path).to(device)
+    imagenet = FAMILY_NORMALISATION["mae"]  # ImageNet's mean and std, as torchvision's classifiers expect
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in imagenet)
+    logits = []
+    with torch.inference_mode():
+        for batch in recon_u8.split(batch_size):
+            x = batch.to(device).float().div(255.0).expand(-1, 3, -1, -1)
+            x = F.interpolate(x, size=(PLACES_SIZE, PLACES_SIZE), mode="bilinear", align_corners=False,
+                              antialias=True).clamp(0.0, 1.0)
+            logits.append(model((x - mean) / std).double().cpu())
+    is_mean, is_std = evaluate.inception_score(torch.cat(logits), seed)
+    return {"places_is": is_mean, "places_is_std": is_std}
 
 
 def _check_pair(recon_u8: torch.Tensor, gt_u8: torch.Tensor) -> None:

@@ -22,6 +22,8 @@ from .splits import set_names
 
 #: scores per set, as named in the per-run metrics files
 SCORES = ("fid", "is", "kid", "cosine", "accuracy")
+#: standard extractors' scores at a set's top level (Inception-v3's FID/IS/KID sit under "inception")
+STANDARD_SCORES = ("clip_cosine", "places_is")
 SETS = {"retain": "R", "forget": "F"}
 
 
@@ -60,8 +62,7 @@ def run_row(metrics: dict[str, Any], variant: str) -> dict[str, Any]:
         numbers = _numbers(scores, SCORES)
         inception = scores.get("inception") or {}
         numbers.update({f"inception_{k}": v for k, v in _numbers(inception, ("fid", "is", "kid")).items()})
-        if _number(scores.get("clip_cosine")) is not None:
-            numbers["clip_cosine"] = _number(scores["clip_cosine"])
+        numbers.update(_numbers(scores, STANDARD_SCORES))
         row[short] = numbers
     objectives = metrics.get("objectives") or {}
     row.update({name: v for name, v in (("f1", _number(objectives.get("forget"))),

@@ -4,6 +4,10 @@ from snakemake.utils import validate
 
 from pipeline_lib.config import method_settings, training_keys, validate_params
 from pipeline_lib.errors import ParamsError
+from pipeline_lib.metric_weights import (
+    KINDS as WEIGHT_KINDS,
+    downloaded as downloaded_weights,
+)
 from pipeline_lib.paths import (
     all_metrics,
     all_recon,

@@ -79,12 +79,35 @@ rule crossval:
         "--original {input.original} --data-dir {input.data} --splits {input.splits} --out {output} --log {log}"
 
 
+rule weights:
+    output:
+        "data/weights/{kind}/{file}",
+    log:
+        "logs/weights/{kind}/{file}.log",
+    benchmark:
+        "benchmarks/weights/{kind}/{file}.tsv"
+    wildcard_constraints:
+        kind="|".join(WEIGHT_KINDS),
+        file=r"[^/]+",
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    params:
+        url=lambda w: config["metrics"][w.kind]["url"],
+        sha256=lambda w: config["metrics"][w.kind]["sha256"],
+    shell:
+        "python -m pipeline_lib weights --params params.yaml --kind {wildcards.kind} --out {output} --log {log}"
+
+
 rule metrics:
     input:
         recon="results/{dataset}{scope}/recon/{model}/{method}/{variant}/{task}",
         reference="data/{dataset}{scope}/reference",
         extractor="data/{dataset}/extractor/classifier.safetensors",
         checkpoint=evaluated_checkpoint,
+        weights=list(downloaded_weights(config).values()),
     output:
         "results/{dataset}{scope}/metrics/{model}/{method}/{variant}/{task}.json",
     log:
