@@ -198,3 +198,14 @@ def test_metrics_file_names_every_extractor(workspace, tmp_path):
     for which in ("forget", "retain"):
         assert {"fid", "is", "kid", "cosine", "accuracy"} <= set(result[which])
         assert "inception" not in result[which]
+
+
+def test_checkpoints_record_the_runtime_they_were_trained_with(workspace):
+    """Each trained checkpoint's sidecar carries a `runtime` block; on the CPU it says amp did not apply."""
+    root, params = workspace
+    params = {**params, "methods": {"l2n": {"alpha": [0.25], "retain": ["proxy"]}},
+              "runtime": {**params["runtime"], "amp": True}}
+    for meta in (read_meta(root / "mae.safetensors"), read_meta(_unlearn(root, params, "l2n", "alpha-0.25_retain-proxy"))):
+        block = meta["runtime"]
+        assert block["device"] == "cpu" and block["amp_dtype"] is None and block["world_size"] == 1
+        assert {"torch", "cuda", "cudnn", "channels_last"} <= set(block)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from . import datasets, distributed, noise_targets, paths, streaming
+from . import backends, datasets, distributed, noise_targets, paths, streaming
 from .atomic import atomic_path, write_json
 from .checkpoints import load_checkpoint_file, load_official, obtain_checkpoint
 from .config import (OPTION_AXES, PHASE_I, family_arch, parse_variant, run_seed, run_settings, unlearn_runs,
@@ -34,6 +34,11 @@ LOG = logging.getLogger(__name__)
 
 def _device(params: dict) -> torch.device:
     return resolve_device(params["runtime"]["device"])
+
+
+def _backend(params: dict) -> backends.Settings:
+    """The device with its numerics set from params (`backends`): every stage that trains or samples."""
+    return backends.configure(params, _device(params))
 
 
 def _read_splits(path: str | Path) -> dict[str, Any]:
@@ -128,21 +133,22 @@ def _train_model(params: dict, model: str, reader, indices: torch.Tensor, parts:
     """The family's own recipe from scratch: pre-training, and the retrain reference on fewer classes."""
     cfg, codec = params["model"][model], _codec(params, model)
     g = seed_everything(params["seed"])
-    device = _device(params)
+    backend = _backend(params)
+    device = backend.device
     training = cfg["pretrain"]
     net = build_model(model, family_arch(params, model), codec.image_size, in_chans=reader.channels)
     for part, path in parts.items():
         net.attach_pretrained(part, path)
-    net = net.to(device)
+    net = backends.prepare(net.to(device), backend, net.convolutional)
     mask_fn = mask_sampler(training["mask"], codec.image_size, net.mask_granularity, g)
     # the loader draws the global batch (per-GPU batch x processes); each process trains on its share
     loader = ImageLoader(_train_images(reader, indices, training), training["batch_size"] * distributed.world()[1], g,
                          mask_fn=mask_fn, transform=codec.encode)
-    stats = fit(FamilyObjective(net), loader, training, device, params["runtime"]["amp"], desc=desc,
+    stats = fit(FamilyObjective(net), loader, training, device, backend.amp, desc=desc,
                 batch_key=f"model.{model}.pretrain.batch_size")
     if distributed.is_main():
         save_model(net.cpu(), out, {"source": source, "parts": parts, "training": stats,
-                                    "processes": distributed.world()[1]})
+                                    "processes": distributed.world()[1], "runtime": backends.record(backend)})
 
 
 def _parts(model: str, tokenizer: str | None) -> dict[str, str]:
@@ -184,14 +190,17 @@ def pretrain_part(params: dict, model: str, part: str, data_dir: str, out: str) 
     """A frozen component pre-trained before its model (VQ-GAN's tokenizer), on all training images."""
     cfg, codec = params["model"][model][part], _codec(params, model)
     g = seed_everything(params["seed"])
-    device = _device(params)
+    backend = _backend(params)
+    device = backend.device
     reader = _reader(params, data_dir)
     module = FAMILIES[model].build_part(part, cfg["arch"], codec.image_size, reader.channels).to(device)
+    module = backends.prepare(module, backend, FAMILIES[model].convolutional)
     images = _train_images(reader, torch.arange(len(reader.labels(True))), cfg["pretrain"])
     loader = ImageLoader(images, cfg["pretrain"]["batch_size"], g, transform=codec.encode)
-    stats = fit(PartObjective(module), loader, cfg["pretrain"], device, params["runtime"]["amp"],
+    stats = fit(PartObjective(module), loader, cfg["pretrain"], device, backend.amp,
                 desc=f"pretrain {model} {part}", batch_key=f"model.{model}.{part}.pretrain.batch_size")
-    module.cpu().save(out, {"source": "pretrained here on all classes", "training": stats})
+    module.cpu().save(out, {"source": "pretrained here on all classes", "training": stats,
+                            "runtime": backends.record(backend)})
 
 
 def train_extractor(params: dict, data_dir: str, out: str) -> None:
@@ -199,7 +208,8 @@ def train_extractor(params: dict, data_dir: str, out: str) -> None:
 
     cfg, codec = params["extractor"], _codec(params)
     g = seed_everything(params["seed"])
-    device = _device(params)
+    backend = _backend(params)
+    device = backend.device
     reader = _reader(params, data_dir)
     training = cfg["training"]
     labels = reader.labels(True)
@@ -209,7 +219,7 @@ def train_extractor(params: dict, data_dir: str, out: str) -> None:
     net = extractor.Classifier(reader.channels, len(reader.classes), cfg["feature_dim"]).to(device)
     loader = ImageLoader(reader.images(everything, True), training["batch_size"], g, labels=labels,
                          transform=codec.encode)
-    stats = fit(extractor.ClassifierObjective(net), loader, training, device, params["runtime"]["amp"], desc="extractor",
+    stats = fit(extractor.ClassifierObjective(net), loader, training, device, backend.amp, desc="extractor",
                 batch_key="extractor.training.batch_size")
     test_y = reader.labels(False)
     test_x = reader.images(torch.arange(len(test_y)), False)
@@ -219,6 +229,7 @@ def train_extractor(params: dict, data_dir: str, out: str) -> None:
                           for b in streaming.batches(test_x, list(torch.arange(len(test_y)).split(1000)))])
     stats["test_accuracy"] = float((pred == test_y).float().mean())
     LOG.info("extractor test accuracy %.4f", stats["test_accuracy"])
+    stats["runtime"] = backends.record(backend)
     extractor.save_extractor(net.cpu(), out, codec.mean, codec.std, stats)
 
 
@@ -281,14 +292,15 @@ def unlearn(params: dict, model: str, method: str, variant: str, original: str, 
     cfg, point = params["unlearn"], parse_variant(variant)
     seed = run_seed(params, point)  # the run's own seed on the `seeds` axis, else params' seed
     g = seed_everything(seed)
-    device = _device(params)
+    backend = _backend(params)
+    device = backend.device
     codec, split = _codec(params, model), _read_splits(splits_path)
     training, fixed = run_settings(params, method, model)
     retain_kind = point.get("retain", "real")
     reader = _reader(params, data_dir)
     retain = retain_indices(split, retain_kind, reader.labels(True), cfg.get("limited_per_class"), seed)
     x_f, x_r = reader.images(split["unlearn"]["forget"], True), reader.images(retain, True)
-    teacher = load_model(original, device)
+    teacher = backends.prepare(load_model(original, device), backend, FAMILIES[model].convolutional)
     student = copy.deepcopy(teacher)
     options = _method_options(method, point, fixed, anchors or [])
     objective = build_method(method, student, teacher, alpha=point["alpha"], norm=cfg["norm"], **options)
@@ -299,14 +311,15 @@ def unlearn(params: dict, model: str, method: str, variant: str, original: str, 
         return BalancedLoader(x_r, x_f, training["batch_size"] * distributed.world()[1], gen, mask_fn, sampler,
                               transform=codec.encode)
 
-    stats = fit(objective, loader(g), training, device, params["runtime"]["amp"], desc=f"{method} {variant} {model}",
+    stats = fit(objective, loader(g), training, device, backend.amp, desc=f"{method} {variant} {model}",
                 batch_key=_unlearn_batch_key(params, method, model))
     # f1/f2 after training on one fixed pass (same batches for every run of this retain set, whatever its seed)
     objectives = evaluate_objective(objective, loader(torch.Generator().manual_seed(params["seed"] + 1)), device)
     LOG.info("objectives after training: %s", objectives)
     meta = {"method": method, "variant": variant, **point, "options": options, "noise_file": noise,
             "original": original, "training": stats, "objectives": objectives, "retain": retain_kind,
-            "retain_images": len(x_r), "forget_images": len(x_f), "processes": distributed.world()[1]}
+            "retain_images": len(x_r), "forget_images": len(x_f), "processes": distributed.world()[1],
+            "runtime": backends.record(backend)}
     if distributed.is_main():
         save_model(student.cpu(), out, meta)
 
@@ -333,7 +346,10 @@ def _save_pngs(images: torch.Tensor, directory: Path) -> None:
 
 
 def _sampling_model(params: dict, checkpoint: str, device: torch.device):
+    """The checkpoint's model ready to sample on `device`, with params' backend settings (`backends`)."""
+    backend = backends.configure(params, device)
     net = load_model(checkpoint, device).eval()
+    net = backends.prepare(net, backend, net.convolutional)
     net.configure_sampling(**params["model"][net.family].get("sampling", {}))
     return net
 

@@ -52,7 +52,15 @@ def build_optimizer(params: list[nn.Parameter], cfg: dict[str, Any]) -> torch.op
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    """The batch on `device`. For CUDA the host tensors are page-locked first, so the copies run asynchronously
+    (the caching host allocator reuses the pinned buffers; streamed batches arrive pinned by their DataLoader)."""
+    if device.type != "cuda":
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return {k: _pinned(v).to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _pinned(t: torch.Tensor) -> torch.Tensor:
+    return t if t.device.type != "cpu" or t.is_pinned() else t.pin_memory()
 
 
 def fit(objective: Objective, loader: Iterable[dict[str, Any]], training: dict[str, Any], device: torch.device,

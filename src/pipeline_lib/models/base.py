@@ -39,6 +39,9 @@ class I2IModel(nn.Module):
     #: frozen components pre-trained in their own stage before the model (VQ-GAN's tokenizer)
     pretrained_parts: tuple[str, ...] = ()
 
+    #: whether the model is mostly convolutions (channels-last memory helps them on CUDA: `backends.prepare`)
+    convolutional: bool = False
+
     #: the constructor keyword that sets `mask_granularity` (None: the class default)
     granularity_key: str | None = None
 

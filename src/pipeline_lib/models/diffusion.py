@@ -85,6 +85,7 @@ DEFAULT_SAMPLE_SEED = 0
 class PaletteDiffusion(I2IModel):
     family = "diffusion"
     trainable_reconstruct = False  # the sampler runs the U-Net sample_steps times
+    convolutional = True  # the U-Net
     encoder_prefixes = ENCODER_PREFIXES
     sampling_keys = {"steps": "sample_steps", "sampler": "sampler"}
 

@@ -205,6 +205,7 @@ class MaskedTokenModel(I2IModel):
 
     family = "vqgan"
     trainable_reconstruct = False  # iterative decoding samples tokens
+    convolutional = True  # the VQ tokenizer's encoder and decoder (the transformer's weights are not 4-D)
     granularity_key = "downsample"
     encoder_prefixes = ENCODER_PREFIXES
     sampling_keys = {"steps": "steps", "temperature": "temperature", "decoding": "decoding",
