@@ -1,5 +1,5 @@
-"""Data parallelism: 2 gloo processes on the CPU follow one process's loss curve and end at its weights;
-running out of device memory names the batch-size key."""
+"""Data parallelism: 2 gloo processes on the CPU follow one process's loss curve and end at its weights, and
+write the same reconstructions as one process; running out of device memory names the batch-size key."""
 
 from __future__ import annotations
 
@@ -99,9 +99,99 @@ def test_the_cli_relaunches_under_torchrun_only_with_several_devices(monkeypatch
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
     cmd = distributed.relaunch_command("unlearn", params, "mae", ["unlearn", "--model", "mae"])
     assert cmd[1:] == ["--standalone", "--nproc_per_node=4", "-m", "pipeline_lib", "--", "unlearn", "--model", "mae"]
-    assert distributed.relaunch_command("generate", params, "mae", []) is None
+    assert distributed.relaunch_command("metrics", params, "mae", []) is None
+    assert distributed.relaunch_command("generate", params, "mae", ["generate"])[-1] == "generate"
+    assert distributed.relaunch_command("generate", params, None, []) is None  # no checkpoint sidecar to tell
     monkeypatch.setenv("WORLD_SIZE", "4")  # already under torchrun
     assert distributed.relaunch_command("unlearn", params, "mae", []) is None
     monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU machine: one process
     assert distributed.relaunch_command("unlearn", params, "mae", []) is None
+
+
+GEN_FAMILIES = ("vqgan", "diffusion", "mae")
+
+
+def _generation_setup(root) -> dict:
+    """Params (global batches of 3: at least 3 per set, shared unevenly), splits and a random-weight model per family; the VQ
+    model samples at temperature 1 from torch's global generator, the diffusion model from its seeded noise."""
+    from helpers import DEBIAN_DIR, base_params
+    from pipeline_lib import stages
+    from pipeline_lib.config import family_arch, validate_params
+    from pipeline_lib.models import save_model
+
+    params = base_params()
+    params["splits"].update(unlearn_per_class=4, eval_per_class=4)
+    params["generate"]["batch_size"] = 3
+    params["model"]["diffusion"]["sampling"] = {"steps": 2}
+    params["model"]["vqgan"]["sampling"] = {"steps": 4, "temperature": 1.0}
+    params["task"] = {"center": {"kind": "center", "size": 16}, "outpaint": {"kind": "outpaint", "size": 16}}
+    params.update(tasks=["center", "outpaint"], crossval={"inpaint": "center", "outpaint": "outpaint"})
+    params = validate_params(params)
+    stages.splits(params, str(DEBIAN_DIR), str(root / "splits.json"))
+    torch.manual_seed(0)
+    for family in GEN_FAMILIES:
+        size = stages._codec(params, family).image_size
+        save_model(build_model(family, family_arch(params, family), size, in_chans=1), root / f"{family}.safetensors")
+    return params
+
+
+def _generate_all(params: dict, root, out: str) -> None:
+    from helpers import DEBIAN_DIR
+    from pipeline_lib import stages
+
+    for family in GEN_FAMILIES:
+        stages.generate(params, str(root / f"{family}.safetensors"), str(DEBIAN_DIR), str(root / "splits.json"),
+                        "center", str(root / out / family))
+    stages.crossval(params, str(root / "vqgan.safetensors"), str(root / "vqgan.safetensors"), str(DEBIAN_DIR),
+                    str(root / "splits.json"), str(root / out / "xval"))
+
+
+def _generation_worker(rank: int, world: int, store: str, root: str, params: dict) -> None:
+    from pathlib import Path
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        _generate_all(params, Path(root), "two")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_generate_what_one_process_generates(tmp_path, one_torch_thread):
+    from safetensors.torch import load_file
+
+    params = _generation_setup(tmp_path)
+    _generate_all(params, tmp_path, "one")
+    mp.spawn(_generation_worker, args=(2, str(tmp_path / "store"), str(tmp_path), params), nprocs=2, join=True)
+    for run in (*GEN_FAMILIES, "xval"):
+        for which in ("forget", "retain"):
+            one = load_file(str(tmp_path / "one" / run / f"{which}.safetensors"))
+            two = load_file(str(tmp_path / "two" / run / f"{which}.safetensors"))
+            assert len(one["recon"]) > 6  # at least three global batches of 3
+            for key in one:
+                assert torch.equal(one[key], two[key]), (run, which, key)
+        assert sorted(p.name for p in (tmp_path / "two" / run / "png" / "forget").iterdir()) == sorted(
+            p.name for p in (tmp_path / "one" / run / "png" / "forget").iterdir())
+
+
+def test_skipping_a_batch_draws_what_sampling_it_would():
+    """The VQ model's pipeline decoding at temperature > 0 reads torch's global generator; `skip_sampling`
+    advances it by exactly what one `reconstruct` call takes, so the next batch sees the same numbers."""
+    from pipeline_lib.masks import sample_mask
+
+    net = build_model("vqgan", {"codebook_size": 16, "code_dim": 4, "tokenizer_dim": 8, "embed_dim": 16, "depth": 1,
+                                "num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2,
+                                "steps": 5, "temperature": 1.0}, 32, in_chans=1).eval()
+    x = torch.randn(2, 3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    later = sample_mask({"kind": "random", "ratio": 0.6}, 3, 32, net.mask_granularity, g)
+    # many hidden tokens (every step runs), and one (decoding ends after the first step)
+    for spec in ({"kind": "random", "ratio": 0.6}, {"kind": "center", "size": 4}):
+        skipped = sample_mask(spec, 3, 32, net.mask_granularity, g)
+        torch.manual_seed(5)
+        net.reconstruct(x[0], skipped)
+        after_sampling = net.reconstruct(x[1], later)
+        torch.manual_seed(5)
+        net.skip_sampling(skipped)
+        assert torch.equal(net.reconstruct(x[1], later), after_sampling), spec

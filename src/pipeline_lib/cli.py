@@ -6,9 +6,11 @@ Parameters are validated on start-up; library errors print as one line naming wh
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from . import stages
 from .verify import stages as verify_stages
@@ -62,6 +64,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _family(ns: argparse.Namespace) -> str | None:
+    """The model family a stage works on: its --model, or the family in its --checkpoint's sidecar (generation
+    stages); None when neither tells (the stage itself reports a missing checkpoint)."""
+    if getattr(ns, "model", None):
+        return ns.model
+    checkpoint = getattr(ns, "checkpoint", None)
+    sidecar = Path(checkpoint).with_suffix(".json") if checkpoint else None
+    if sidecar is None or not sidecar.is_file():
+        return None
+    return json.loads(sidecar.read_text()).get("family")
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = parser().parse_args(argv)
     setup_logging(ns.log if os.environ.get("RANK", "0") == "0" else None)  # under torchrun: rank 0 writes the log
@@ -70,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(ns.params)
         from . import distributed
 
-        relaunch = distributed.relaunch_command(ns.stage, params, getattr(ns, "model", None),
-                                                sys.argv[1:] if argv is None else argv)
+        relaunch = distributed.relaunch_command(ns.stage, params, _family(ns), sys.argv[1:] if argv is None else argv)
         if relaunch is not None:  # the family asks for several GPUs: one process per GPU under torchrun
             LOG.info("stage %s: %s", ns.stage, " ".join(relaunch))
             return distributed.run_relaunched(relaunch)

@@ -7,6 +7,8 @@ so N processes follow one process's run on the global batch up to floating-point
 
 The stage CLI re-launches itself under torchrun when the family asks for more than one GPU
 (`model.<family>.gpus`), so Snakemake and DVC keep running the same `python -m pipeline_lib ...` command.
+Generation (`generate`, `crossval`) runs data-parallel the same way: each process reconstructs a contiguous
+share of the fixed global batches (`share`) and the main process gathers and writes them (`gather_to_main`).
 Methods that transform gradients themselves (EBU, the controllable method) see only their share's
 gradients: they run on one process.
 """
@@ -21,8 +23,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-#: stages that train a family's model and may run data-parallel
-PARALLEL_STAGES = ("pretrain", "retrain", "unlearn")
+#: stages that train a family's model, or sample from it, and may run data-parallel
+PARALLEL_STAGES = ("pretrain", "retrain", "unlearn", "generate", "crossval")
 
 
 def world() -> tuple[int, int]:
@@ -50,7 +52,7 @@ def relaunch_command(stage: str, params: dict[str, Any], model: str | None, argv
     """The torchrun command line this stage should run as, or None to run here."""
     if stage not in PARALLEL_STAGES or model is None or "WORLD_SIZE" in os.environ:
         return None
-    gpus = params["model"][model].get("gpus", 1)
+    gpus = params["model"].get(model, {}).get("gpus", 1)
     if gpus < 2:
         return None
     if params["runtime"]["device"] == "cpu" or not torch.cuda.is_available():
@@ -77,6 +79,27 @@ def shard(batch: dict[str, Any]) -> tuple[dict[str, Any], float]:
         else:
             out[k] = v
     return out, 1.0 if weight is None else weight
+
+
+def share(n: int) -> range:
+    """This process's contiguous share of `n` items (generation's global batches), split as `shard` splits."""
+    rank, size = world()
+    bounds = [len(part) for part in torch.arange(n).tensor_split(size)]
+    start = sum(bounds[:rank])
+    return range(start, start + bounds[rank])
+
+
+def gather_to_main(tensors: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    """Every process's `tensors` concatenated in rank order (each process holds its `share`), on the main
+    process; None on the others. Objects travel pickled, so shares may differ in length (or be empty)."""
+    rank, size = world()
+    if size == 1:
+        return tensors
+    parts: list[Any] | None = [None] * size if rank == 0 else None
+    dist.gather_object([t.cpu() for t in tensors], parts, dst=0)
+    if parts is None:
+        return None
+    return [torch.cat([p[i] for p in parts]) for i in range(len(tensors))]
 
 
 def average_gradients(params: list[torch.nn.Parameter], weight: float) -> None:

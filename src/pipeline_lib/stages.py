@@ -5,11 +5,12 @@ The CLI (`python -m pipeline_lib <stage>`) maps arguments onto these; Snakemake 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -354,32 +355,60 @@ def _sampling_model(params: dict, checkpoint: str, device: torch.device):
     return net
 
 
-def _fill(params: dict, net, x: torch.Tensor, task: str, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(reconstructions, masks) of `x` for one task; masks come from the seed, so every model sees the same."""
+def _fill(params: dict, net, x: torch.Tensor, task: str, desc: str) -> tuple[torch.Tensor, torch.Tensor, range]:
+    """This process's reconstructions of `x` for one task, the masks of all of `x`, and the rows it did.
+
+    Masks come from the seed, so every model sees the same. `x` is cut into global batches of
+    `generate.batch_size`; under torchrun each process reconstructs a contiguous share of whole batches
+    (`distributed.share`) and skips the others' random draws (`skip_sampling`), so every batch is
+    reconstructed from the same inputs and random numbers whatever the number of processes."""
     codec, spec, bs = _codec(params, net.family), params["task"][task], params["generate"]["batch_size"]
     device = next(net.parameters()).device
     g = torch.Generator().manual_seed(params["seed"])
     mask = torch.cat([sample_mask(spec, len(b), codec.image_size, net.mask_granularity, g) for b in x.split(bs)])
-    recon = []
+    batches = list(zip(x.split(bs), mask.split(bs)))
+    mine = distributed.share(len(batches))
+    recon, bar = [], progress(total=len(mine), desc=desc)
     with torch.no_grad():
-        for xb, mb in progress(list(zip(x.split(bs), mask.split(bs))), desc=desc):
+        for i, (xb, mb) in enumerate(batches):
+            if i not in mine:
+                net.skip_sampling(mb.to(device))
+                continue
             try:
                 recon.append(net.reconstruct(xb.to(device), mb.to(device)).float().cpu())
             except torch.OutOfMemoryError:
                 raise ResourceError(f"{desc}: out of memory on {device}; lower params key 'generate.batch_size' "
                                     f"(now {bs})") from None
-    return torch.cat(recon), mask
+            bar.update(1)
+    bar.close()
+    rows = range(mine.start * bs, min(len(x), mine.stop * bs))
+    return torch.cat(recon) if recon else x[:0].float(), mask, rows
 
 
-def _write_recon(params: dict, family: str, tmp: Path, which: str, x: torch.Tensor, recon: torch.Tensor,
+def _write_recon(params: dict, family: str, out: Path | None, which: str, x: torch.Tensor, recon: torch.Tensor,
                  mask: torch.Tensor, labels: torch.Tensor) -> None:
+    """Gather every process's reconstructions (uint8: a quarter of the float traffic) and, on the main process,
+    write the set's tensor file and PNGs into `out` (None on the other processes)."""
     from safetensors.torch import save_file
 
     codec = _codec(params, family)
-    recon_u8 = codec.to_uint8(recon)
+    gathered = distributed.gather_to_main([codec.to_uint8(recon)])
+    if out is None:
+        return
+    (recon_u8,) = gathered
     tensors = {"recon": recon_u8, "gt": codec.to_uint8(x), "mask": mask.to(torch.uint8), "labels": labels}
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"{which}.safetensors"))
-    _save_pngs(recon_u8, tmp / "png" / which)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / f"{which}.safetensors"))
+    _save_pngs(recon_u8, out / "png" / which)
+
+
+@contextlib.contextmanager
+def _main_output(out: str) -> Iterator[Path | None]:
+    """The atomic temporary directory of `out` on the main process; None on the others, which write nothing."""
+    if not distributed.is_main():
+        yield None
+        return
+    with atomic_path(out, directory=True) as tmp:
+        yield tmp
 
 
 def generate(params: dict, checkpoint: str, data_dir: str, splits_path: str, task: str, out: str) -> None:
@@ -388,10 +417,10 @@ def generate(params: dict, checkpoint: str, data_dir: str, splits_path: str, tas
     split = _read_splits(splits_path)
     net = _sampling_model(params, checkpoint, _device(params))
     codec = _codec(params, net.family)
-    with atomic_path(out, directory=True) as tmp:
+    with _main_output(out) as tmp:
         for which in paths.SETS:
             x, labels = _images(params, data_dir, split["eval"][which], False, codec)
-            recon, mask = _fill(params, net, x, task, f"generate {which}")
+            recon, mask, _ = _fill(params, net, x, task, f"generate {which}")
             _write_recon(params, net.family, tmp, which, x, recon, mask, labels)
     LOG.info("reconstructions written to %s", out)
 
@@ -407,11 +436,13 @@ def crossval(params: dict, checkpoint: str, original: str, data_dir: str, splits
     cfg, device = params["crossval"], _device(params)
     first, second = _sampling_model(params, checkpoint, device), _sampling_model(params, original, device)
     codec = _codec(params, first.family)
-    with atomic_path(out, directory=True) as tmp:
+    with _main_output(out) as tmp:
         for which in paths.SETS:
             x, labels = _images(params, data_dir, split["eval"][which], False, codec)
-            inpainted, _ = _fill(params, first, x, cfg["inpaint"], f"inpaint {which}")
-            outpainted, mask = _fill(params, second, inpainted, cfg["outpaint"], f"outpaint {which} (original)")
+            inpainted, _, rows = _fill(params, first, x, cfg["inpaint"], f"inpaint {which}")
+            staged = x.clone()  # the same global batches again: only this process's rows are read
+            staged[rows.start:rows.stop] = inpainted
+            outpainted, mask, _ = _fill(params, second, staged, cfg["outpaint"], f"outpaint {which} (original)")
             _write_recon(params, first.family, tmp, which, x, outpainted, mask, labels)
     LOG.info("cross-validation reconstructions written to %s", out)
 

@@ -105,6 +105,12 @@ class I2IModel(nn.Module):
         """The full image; pixels outside the mask are returned as given."""
         raise NotImplementedError
 
+    def skip_sampling(self, mask: torch.Tensor) -> None:
+        """Advance torch's global generator as `reconstruct(x, mask)` without a generator would, without
+        reconstructing: data-parallel generation (`stages._fill`) skips the global batches of other processes so
+        that every batch sees the random numbers it sees in one process. Families whose `reconstruct` draws
+        nothing from the global generator (deterministic, or seeded per call) do nothing."""
+
     def output(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The model's full output image h(T(x)), visible pixels predicted too (no pasting of the input).
 

@@ -404,13 +404,34 @@ class MaskedTokenModel(I2IModel):
                 u = torch.rand(confidence.shape, generator=generator).clamp_min(1e-20).to(confidence.device)
                 confidence = confidence + self.temperature * (1 - ratio) * -torch.log(-torch.log(u))
             confidence = confidence.masked_fill(~unknown, float("inf"))
-            n_unknown = unknown.sum(dim=1, keepdim=True)
-            remask = torch.floor(n_hidden * math.cos(math.pi / 2 * ratio)).long()
-            remask = torch.minimum(remask, (n_unknown - 1).clamp_min(0)) if step < self.steps - 1 else remask * 0
+            remask = self._still_unknown(n_hidden, unknown.sum(dim=1, keepdim=True), step)
             rank = confidence.argsort(dim=1).argsort(dim=1)  # 0 = least confident
             tokens = sampled
             unknown = rank < remask
         return tokens
+
+    def _still_unknown(self, n_hidden: torch.Tensor, n_unknown: torch.Tensor, step: int) -> torch.Tensor:
+        """[B, 1] tokens per image masked again after `step`: floor(n_hidden · cos(π r / 2)), at least one token
+        fixed per step, none left after the last. A function of the mask alone (not of the samples)."""
+        ratio = (step + 1) / self.steps
+        remask = torch.floor(n_hidden * math.cos(math.pi / 2 * ratio)).long()
+        return torch.minimum(remask, (n_unknown - 1).clamp_min(0)) if step < self.steps - 1 else remask * 0
+
+    def skip_sampling(self, mask: torch.Tensor) -> None:
+        """Draw from torch's global generator exactly what `reconstruct(x, mask)` without a generator would
+        (pipeline decoding at temperature > 0: two uniform draws per decoding step, a step count set by the
+        mask alone), without running the network: a process generating only its share of the global batches
+        skips the others' so its own draw what one process would have drawn for them."""
+        if self.decoding == "mage" or self.temperature <= 0:
+            return
+        tmask = self.token_mask(mask)
+        n_hidden = n_unknown = tmask.sum(dim=1, keepdim=True)
+        for step in range(self.steps):
+            if not bool((n_unknown > 0).any()):
+                break
+            torch.rand((*tmask.shape, self.codebook_size))
+            torch.rand(tmask.shape)
+            n_unknown = self._still_unknown(n_hidden, n_unknown, step)
 
     def reconstruct(self, x: torch.Tensor, mask: torch.Tensor,
                     generator: torch.Generator | None = None) -> torch.Tensor:
