@@ -34,10 +34,10 @@ def _project(base: Path, preset: str, params: dict) -> Path:
     # from the official checkpoints (no tokenizer stage: MAGE's file holds its tokenizer): data, splits,
     # 2 pretrain, extractor, reference, noise, 2 unlearn, 4 generate, 4 metrics, summary, aggregate,
     # + 2 weights (Inception-v3, CLIP)
-    ("imagenet", 21, {"pretrain": {4}, "unlearn": {4}, "generate": {1}}),
+    ("imagenet", 21, {"pretrain": {4}, "unlearn": {4}, "generate": {4}}),
     # data, splits, 3 pretrain, extractor, reference, noise, 3 unlearn, 6 generate, 6 metrics, summary, aggregate,
     # + 3 weights (Inception-v3, CLIP, ResNet-50-Places365)
-    ("places365", 28, {"pretrain": {4, 8}, "unlearn": {4, 8}, "generate": {1}}),
+    ("places365", 28, {"pretrain": {4, 8}, "unlearn": {4, 8}, "generate": {4, 8}}),
 ])
 def test_presets_are_planned_by_both_engines_with_their_gpu_counts(tmp_path, preset, jobs, gpus):
     forget, retain, proxy = TREES[preset]

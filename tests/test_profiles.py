@@ -1,4 +1,5 @@
-"""The SLURM profile plans the default DAG with GPUs on model stages only (a dry run; no cluster needed)."""
+"""The SLURM profile plans the default DAG with GPUs on model stages only (a dry run; no cluster needed), and
+the SLURM plugin turns a multi-GPU job into one sbatch allocation of that many GPUs on one node."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from helpers import make_project
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_RULES = {"pretrain_part", "pretrain", "retrain", "extractor", "unlearn", "generate"}
+#: the rules whose `gpu` resource is the family's `gpus` (torchrun inside one job)
+MULTI_GPU_RULES = {"pretrain", "retrain", "unlearn", "generate", "crossval"}
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +55,50 @@ def test_local_profile_caps_gpu_jobs(full_project):
     profile = yaml.safe_load((REPO / "profiles/local/config.yaml").read_text())
     assert profile["resources"]["gpu"] == 1
     assert MODEL_RULES <= set(planned_resources(full_project, "profiles/local"))
+
+
+def _resource_dict(line: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for item in line.split(", "):
+        key, value = item.split("=", 1)
+        out[key] = int(value) if value.lstrip("-").isdigit() else value
+    return out
+
+
+def sbatch_line(rule: str, resources: str, threads: int = 2) -> str:
+    """What snakemake-executor-plugin-slurm would submit for a job of `rule` with the planned `resources`
+    (its own functions: the submit command plus its GPU string), account and partition left to the cluster."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    class Resources(dict):
+        __getattr__ = dict.__getitem__
+
+    job = SimpleNamespace(resources=Resources(_resource_dict(resources)), threads=threads, name=rule)
+    params = {"run_uuid": "uuid", "slurm_logfile": "log", "comment_str": f"rule_{rule}", "account": "",
+              "partition": "", "workdir": None}
+    return get_submit_command(job, params) + set_gres_string(job)
+
+
+def test_a_multi_gpu_job_asks_slurm_for_its_gpus_on_one_node(tmp_path, full_project):
+    """presets/imagenet.yaml's pretrain (MAE, 4 GPUs): --nodes=1 --gpus=4 and a process plus 8 DataLoader
+    workers per GPU; the Fashion-MNIST preset's jobs keep one GPU and --cpus-per-task=<threads>."""
+    import yaml
+
+    from folder_tree import IMAGENET_FORGET, IMAGENET_PROXY, IMAGENET_RETAIN, folder_params, make_tree
+
+    tree = make_tree(tmp_path / "tree", IMAGENET_FORGET + IMAGENET_RETAIN + IMAGENET_PROXY, train=1, val=1)
+    params = folder_params("imagenet", tree, IMAGENET_FORGET, IMAGENET_RETAIN)
+    params["runtime"]["loader_workers"] = None  # the preset's own: up to 8 per process
+    root = make_project(tmp_path / "imagenet", preset="presets/imagenet.yaml", dvc_yaml=False)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    planned = planned_resources(root, "profiles/slurm")
+    line = sbatch_line("pretrain", planned["pretrain"])
+    assert " --nodes=1" in line and " --gpus=4" in line and " --cpus-per-gpu=9" in line, line
+    assert "--ntasks" not in line and "--cpus-per-task" not in line, line  # one task: torchrun starts the 4
+    small = planned_resources(full_project, "profiles/slurm")
+    for rule in MULTI_GPU_RULES & set(small):
+        line = sbatch_line(rule, small[rule])
+        assert " --gpus=1" in line and " --cpus-per-task=2" in line and "--cpus-per-gpu" not in line, line

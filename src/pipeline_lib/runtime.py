@@ -27,10 +27,17 @@ def seed_everything(seed: int) -> torch.Generator:
 def configure_threads(requested: int | None) -> int:
     """Fix torch's CPU thread count: results depend on it (reduction order), so it must not follow whatever
     OMP_NUM_THREADS an engine sets (Snakemake sets it to a rule's `threads`, DVC does not). Default: the
-    CPUs this process may run on (respects SLURM/cgroup CPU sets)."""
-    n = requested or len(os.sched_getaffinity(0))
+    CPUs this process may run on (respects SLURM/cgroup CPU sets), shared with its torchrun siblings."""
+    n = requested or process_cpus()
     torch.set_num_threads(n)
     return n
+
+
+def process_cpus() -> int:
+    """The CPUs this process may use: its affinity set, divided among the processes torchrun started on this
+    node (LOCAL_WORLD_SIZE), so N data-parallel processes of one job do not each start a thread per CPU of the
+    job (SLURM gives the job --cpus-per-gpu × GPUs). One process: all of them, as before."""
+    return max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def resolve_device(name: str) -> torch.device:

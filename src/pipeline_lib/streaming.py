@@ -15,9 +15,10 @@ WORKERS = {"n": 0}
 
 
 def configure(workers: int | None) -> int:
-    import os
+    """Workers per process: `workers`, or (None) this process's CPUs less one for itself, at most 8."""
+    from .runtime import process_cpus
 
-    WORKERS["n"] = min(8, max(0, len(os.sched_getaffinity(0)) - 1)) if workers is None else workers
+    WORKERS["n"] = min(8, max(0, process_cpus() - 1)) if workers is None else workers
     return WORKERS["n"]
 
 

@@ -55,6 +55,20 @@ def family_gpus(wildcards):
     return config["model"][wildcards.model].get("gpus", 1)
 
 
+#: the pipeline's cap on DataLoader workers per process (pipeline_lib.streaming.configure)
+MAX_LOADER_WORKERS = 8
+
+
+def cpus_per_gpu(wildcards):
+    """CPUs per GPU of a model job (SLURM --cpus-per-gpu): its process plus the DataLoader workers decoding a
+    class-folder tree (runtime.loader_workers; null: the pipeline's cap). In-memory data (Fashion-MNIST): 0,
+    which leaves the plugin asking --cpus-per-task=<threads> as before."""
+    if config["data"].get("kind") != "image_folder":
+        return 0
+    workers = config["runtime"].get("loader_workers")
+    return 1 + (MAX_LOADER_WORKERS if workers is None else workers)
+
+
 # {scope} is the forget set's part of a path: empty for the single unnamed set, /sets/<name> otherwise
 # (pipeline_lib.paths.scope); shared artefacts (raw data, pre-trained models, extractor) have none.
 wildcard_constraints:

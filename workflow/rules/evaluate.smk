@@ -37,7 +37,9 @@ rule generate:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        gpu=1,
+        gpu=family_gpus,
+        nodes=1,
+        cpus_per_gpu=cpus_per_gpu,
         mem_mb=4000,
         runtime=60,
     params:
@@ -65,7 +67,9 @@ rule crossval:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        gpu=1,
+        gpu=family_gpus,
+        nodes=1,
+        cpus_per_gpu=cpus_per_gpu,
         mem_mb=4000,
         runtime=60,
     params:

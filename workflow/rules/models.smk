@@ -41,6 +41,8 @@ rule pretrain:
     threads: 2
     resources:
         gpu=family_gpus,
+        nodes=1,
+        cpus_per_gpu=cpus_per_gpu,
         mem_mb=8000,
         runtime=240,
     params:
@@ -69,6 +71,8 @@ rule retrain:
     threads: 2
     resources:
         gpu=family_gpus,
+        nodes=1,
+        cpus_per_gpu=cpus_per_gpu,
         mem_mb=8000,
         runtime=240,
     params:

@@ -21,6 +21,8 @@ rule unlearn:
     threads: 2
     resources:
         gpu=family_gpus,
+        nodes=1,
+        cpus_per_gpu=cpus_per_gpu,
         mem_mb=8000,
         runtime=240,
     params:
