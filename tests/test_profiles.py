@@ -83,8 +83,8 @@ def sbatch_line(rule: str, resources: str, threads: int = 2) -> str:
 
 
 def test_a_multi_gpu_job_asks_slurm_for_its_gpus_on_one_node(tmp_path, full_project):
-    """presets/imagenet.yaml's pretrain (MAE, 4 GPUs): --nodes=1 --gpus=4 and a process plus 8 DataLoader
-    workers per GPU; the Fashion-MNIST preset's jobs keep one GPU and --cpus-per-task=<threads>."""
+    """presets/imagenet.yaml's pretrain (MAE, 4 GPUs): --nodes=1 --gpus=4, a process plus 8 DataLoader workers
+    and 8000 MB per GPU; the Fashion-MNIST preset's jobs keep one GPU, --cpus-per-task=<threads> and their memory."""
     import yaml
 
     from folder_tree import IMAGENET_FORGET, IMAGENET_PROXY, IMAGENET_RETAIN, folder_params, make_tree
@@ -97,8 +97,10 @@ def test_a_multi_gpu_job_asks_slurm_for_its_gpus_on_one_node(tmp_path, full_proj
     planned = planned_resources(root, "profiles/slurm")
     line = sbatch_line("pretrain", planned["pretrain"])
     assert " --nodes=1" in line and " --gpus=4" in line and " --cpus-per-gpu=9" in line, line
+    assert " --mem 32000" in line, line  # 8000 MB per process
     assert "--ntasks" not in line and "--cpus-per-task" not in line, line  # one task: torchrun starts the 4
     small = planned_resources(full_project, "profiles/slurm")
     for rule in MULTI_GPU_RULES & set(small):
         line = sbatch_line(rule, small[rule])
         assert " --gpus=1" in line and " --cpus-per-task=2" in line and "--cpus-per-gpu" not in line, line
+        assert re.search(r" --mem (8000|4000) ", line), line  # as before

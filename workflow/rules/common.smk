@@ -55,6 +55,12 @@ def family_gpus(wildcards):
     return config["model"][wildcards.model].get("gpus", 1)
 
 
+def per_gpu(mem_mb):
+    """A multi-GPU rule's memory: `mem_mb` for each of its torchrun processes (one per GPU, each with its own
+    model copy and loader workers); a one-GPU job asks `mem_mb` as before."""
+    return lambda wildcards: mem_mb * family_gpus(wildcards)
+
+
 #: the pipeline's cap on DataLoader workers per process (pipeline_lib.streaming.configure)
 MAX_LOADER_WORKERS = 8
 

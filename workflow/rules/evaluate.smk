@@ -40,7 +40,7 @@ rule generate:
         gpu=family_gpus,
         nodes=1,
         cpus_per_gpu=cpus_per_gpu,
-        mem_mb=4000,
+        mem_mb=per_gpu(4000),
         runtime=60,
     params:
         task=lambda w: config["task"][w.task],
@@ -70,7 +70,7 @@ rule crossval:
         gpu=family_gpus,
         nodes=1,
         cpus_per_gpu=cpus_per_gpu,
-        mem_mb=4000,
+        mem_mb=per_gpu(4000),
         runtime=60,
     params:
         crossval=config.get("crossval"),

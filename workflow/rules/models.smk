@@ -43,7 +43,7 @@ rule pretrain:
         gpu=family_gpus,
         nodes=1,
         cpus_per_gpu=cpus_per_gpu,
-        mem_mb=8000,
+        mem_mb=per_gpu(8000),
         runtime=240,
     params:
         code=code_version("models", "trainer.py"),
@@ -73,7 +73,7 @@ rule retrain:
         gpu=family_gpus,
         nodes=1,
         cpus_per_gpu=cpus_per_gpu,
-        mem_mb=8000,
+        mem_mb=per_gpu(8000),
         runtime=240,
     params:
         code=code_version("models", "trainer.py"),

@@ -23,7 +23,7 @@ rule unlearn:
         gpu=family_gpus,
         nodes=1,
         cpus_per_gpu=cpus_per_gpu,
-        mem_mb=8000,
+        mem_mb=per_gpu(8000),
         runtime=240,
     params:
         anchors=lambda w: anchor_args(w.dataset + w.scope, w.model, w.method, w.variant),
