@@ -98,6 +98,7 @@ def test_pretrain_stage_uses_the_verified_checkpoint(tmp_path):
     assert_state_dicts_equal(model.state_dict(), sd)
     meta = read_meta(out)
     assert meta["source"] == ckpt_url and meta["sha256"] == sha
+    assert meta["runtime"]["device"] == "cpu" and meta["runtime"]["torch"] == torch.__version__  # converted here
     # the downloaded .pth is removed; only the model and its sidecar remain
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.json", "model.safetensors"]
 

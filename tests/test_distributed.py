@@ -195,3 +195,16 @@ def test_skipping_a_batch_draws_what_sampling_it_would():
         torch.manual_seed(5)
         net.skip_sampling(skipped)
         assert torch.equal(net.reconstruct(x[1], later), after_sampling), spec
+
+
+def test_generation_stages_take_their_family_from_the_checkpoint_sidecar(tmp_path):
+    """generate and crossval have no --model: the CLI reads the family (and so its gpus) from --checkpoint."""
+    import argparse
+    import json
+
+    from pipeline_lib.cli import _family
+
+    (tmp_path / "model.json").write_text(json.dumps({"family": "vqgan"}))
+    assert _family(argparse.Namespace(checkpoint=str(tmp_path / "model.safetensors"))) == "vqgan"
+    assert _family(argparse.Namespace(checkpoint=str(tmp_path / "absent.safetensors"))) is None
+    assert _family(argparse.Namespace(model="mae", checkpoint=None)) == "mae"

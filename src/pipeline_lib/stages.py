@@ -121,7 +121,9 @@ def _checkpoint_model(params: dict, model: str, out: str) -> None:
         raise DataError(f"params {key}: checkpoint {source} expects {net.in_chans}x{net.image_size}px images, "
                         f"the dataset gives {chans}x{codec.image_size}px: {given} at data.image_size "
                         f"{codec.image_size}")
-    save_model(net, out, {"source": source, "sha256": ckpt["sha256"], **getattr(net, "official_meta", {})})
+    converted_on = backends.record(backends.configure(params, torch.device("cpu")))  # converted on the CPU
+    save_model(net, out, {"source": source, "sha256": ckpt["sha256"], **getattr(net, "official_meta", {}),
+                          "runtime": converted_on})
 
 
 def _train_images(reader, indices: torch.Tensor, training: dict):
