@@ -424,7 +424,8 @@ def generate(params: dict, checkpoint: str, data_dir: str, splits_path: str, tas
             x, labels = _images(params, data_dir, split["eval"][which], False, codec)
             recon, mask, _ = _fill(params, net, x, task, f"generate {which}")
             _write_recon(params, net.family, tmp, which, x, recon, mask, labels)
-    LOG.info("reconstructions written to %s", out)
+    if distributed.is_main():
+        LOG.info("reconstructions written to %s", out)
 
 
 def crossval(params: dict, checkpoint: str, original: str, data_dir: str, splits_path: str, out: str) -> None:
@@ -446,7 +447,8 @@ def crossval(params: dict, checkpoint: str, original: str, data_dir: str, splits
             staged[rows.start:rows.stop] = inpainted
             outpainted, mask, _ = _fill(params, second, staged, cfg["outpaint"], f"outpaint {which} (original)")
             _write_recon(params, first.family, tmp, which, x, outpainted, mask, labels)
-    LOG.info("cross-validation reconstructions written to %s", out)
+    if distributed.is_main():
+        LOG.info("cross-validation reconstructions written to %s", out)
 
 
 def _standard_extractors(params: dict, result: dict) -> dict[str, dict]:
