@@ -46,7 +46,8 @@ PALETTE = dict(block_out_channels=[64, 128, 256, 512], layers_per_block=2, atten
                attention_head_dim=32, train_timesteps=2000, beta_start=1.0e-6, beta_end=0.01, layout="palette")
 TINY_VIT = dict(patch_size=4, embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_depth=1,
                 decoder_num_heads=2, mlp_ratio=2.0, norm_pix_loss=True)
-TINY_UNET = dict(block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4, train_timesteps=50)
+TINY_UNET = dict(block_out_channels=[32, 32], layers_per_block=1, attention=True, attention_head_dim=32,
+                 train_timesteps=50, layout="palette")  # Palette's layout as the real one: 32 channels per group
 
 #: dense bf16 tensor-core TFLOP/s by device name (first match wins; PCIe H100 before the SXM default)
 PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H200", 989.4), ("H100", 989.4), ("A100", 312.0), ("A10G", 70.0))
