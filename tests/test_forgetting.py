@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from helpers import base_params
@@ -88,3 +89,22 @@ def test_the_dvc_summary_nests_each_sets_numbers_under_its_name(frame):
     out = summarise(params, "center")
     assert list(out) == ["a", "b"]
     assert out["a"]["mae"]["l2n"]["seed-1"]["F"]["fid"] == 100.0 and out["b"]["mae"]["l2n"]["seed-0"]["alpha"] == 0.25
+
+
+def test_the_setting_is_chosen_on_the_tuning_sets_only(frame):
+    """Two settings on tuning set a (seeds averaged): the one that forgets clearly at an unchanged retain FID is
+    chosen, whatever it does on the held-out set b, which the rule never reads."""
+    from pipeline_lib import tuning
+
+    _, df = frame
+    extra = df[(df["method"] == "l2n")].copy()  # a second setting: forget FID barely up, accuracy unchanged
+    extra["variant"] = extra["variant"].str.replace("alpha-0.25", "alpha-0.1")
+    extra["FID F"], extra["Acc F"] = 101.0, 0.9
+    extra.loc[extra["set"] == "b", ["FID F", "Acc F"]] = [500.0, 0.0]  # a held-out triumph must not count
+    table = tuning.tuning_table(pd.concat([df, extra], ignore_index=True), {"a": "tuning", "b": "held_out"})
+    rows = table.set_index("variant")
+    assert list(rows.columns[:4]) == ["model", "method", "a", "passed"]  # only the tuning set is judged
+    # alpha-0.25 on a: FID ratio (2.0 + 1.0) / 2 = 1.5, accuracy (0.5 + 0.9) / 2 = 0.7 <= 0.95 * 0.9, retain 1.1
+    assert rows.loc["alpha-0.25", "a"] == "pass" and rows.loc["alpha-0.25", "chosen"] == "<- chosen"
+    assert rows.loc["alpha-0.1", "a"] == "forget accuracy down < 5%" and rows.loc["alpha-0.1", "chosen"] == ""
+    assert rows.loc["alpha-0.25", "mean FID F ratio"] == pytest.approx(1.5)

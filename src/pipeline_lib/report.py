@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from . import forgetting, paths, spread
+from . import forgetting, paths, spread, tuning
 from .atomic import atomic_path, write_text
 from .config import GRID_AXES, parse_variant
 from .splits import set_names, set_spec
@@ -217,6 +217,8 @@ def _spread(params: dict[str, Any], df: pd.DataFrame, task: str, tmp: Path) -> N
     table = spread.spread_table(df, roles)
     table.to_csv(tmp / f"table_spread_{task}.csv", index=False, float_format="%.4f")
     _write_text_tables(spread.readable(table), tmp, f"table_spread_{task}")
+    if "tuning" in roles.values():  # each family's setting chosen on the tuning sets only (pipeline_lib.tuning)
+        _write_table(tuning.tuning_table(df, roles), tmp, f"table_tuning_{task}")
     if "held_out" in roles.values():
         headline = spread.held_out(table)
         headline.to_csv(tmp / f"table_heldout_{task}.csv", index=False, float_format="%.4f")
