@@ -181,12 +181,13 @@ class ImageCodec:
 
     @classmethod
     def from_params(cls, params: dict, family: str | None = None) -> "ImageCodec":
-        """The data set's normalisation when params fix one (Fashion-MNIST), else `family`'s own."""
-        d = params["data"]
+        """The data set's normalisation when params fix one (Fashion-MNIST), else `family`'s own; `family`'s
+        image size (`image_size`)."""
+        d, size = params["data"], image_size(params, family)
         if d.get("mean") is not None:
-            return cls(d["image_size"], d["mean"], d["std"])
+            return cls(size, d["mean"], d["std"])
         mean, std = FAMILY_NORMALISATION[family] if family else NEUTRAL_NORMALISATION
-        return cls(d["image_size"], mean, std)
+        return cls(size, mean, std)
 
 
 class FashionReader:
@@ -215,10 +216,27 @@ def channels(params: dict) -> int:
     return 3 if kind(params) == "image_folder" else 1
 
 
-def reader(params: dict, data_dir: str | Path):
-    """The one reader of the data set params name: `classes`, `channels`, `labels(train)`, `images(idx, train)`."""
+def image_size(params: dict, family: str | None = None) -> int:
+    """The side of the images `family` sees: `model.<family>.image_size`, else `data.image_size` (also what a
+    stage without a family uses: the pipeline's extractor, its reference features, the noise stage).
+
+    Class-folder images are resized and centre-cropped when decoded, so one split serves every size: paper 1
+    runs the MAE at its native 224 px beside MAGE and Palette at 256. Fashion-MNIST has one size
+    (`params_checks.check_image_sizes`).
+    """
+    if family is not None:
+        own = params.get("model", {}).get(family, {}).get("image_size")
+        if own is not None:
+            return own
+    return params["data"]["image_size"]
+
+
+def reader(params: dict, data_dir: str | Path, size: int | None = None):
+    """The one reader of the data set params name: `classes`, `channels`, `labels(train)`, `images(idx, train)`;
+    class-folder images are decoded at `size` (default data.image_size; a family's codec.image_size)."""
+    size = size or params["data"]["image_size"]
     if kind(params) == "image_folder":
         from .image_folder import FolderReader
 
-        return FolderReader(data_dir, params["data"]["image_size"])
-    return FashionReader(data_dir, params["data"]["image_size"])
+        return FolderReader(data_dir, size)
+    return FashionReader(data_dir, size)

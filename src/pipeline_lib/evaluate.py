@@ -53,6 +53,17 @@ def extract_features(images: torch.Tensor, extractor_path: str | Path, batch_siz
                                          verbose=False)
 
 
+def at_size(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [N, C, H, W] at size x size (antialiased bilinear, as decoding resizes): a family's images at its own
+    `model.<family>.image_size` brought to data.image_size, where the pipeline's extractor was trained and the
+    reference features were taken. Images already at `size` are returned as they are."""
+    if tuple(images.shape[-2:]) == (size, size):
+        return images
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.resize(images, [size, size], antialias=True)
+
+
 def save_features(features: dict[str, torch.Tensor], path: str | Path) -> None:
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in features.items()}, str(tmp))

@@ -39,11 +39,17 @@ def prepare(kind: str, forget_images: torch.Tensor, rank: int, out: str | Path) 
 
 
 def sampler(kind: str, path: str | Path, codec: ImageCodec) -> NoiseSampler:
-    """The sampler an unlearning run draws its noise from."""
+    """The sampler an unlearning run draws its noise from, at the images of `codec` (the family's size).
+
+    The noise stage runs once per kind at data.image_size; Σ = I holds no statistics, so it is rebuilt at a
+    family's own size (`model.<family>.image_size`) and draws exactly what it would have drawn there. An
+    estimated Σ is for data.image_size only (params_checks refuses it for a family at another size)."""
     if kind in GAUSSIAN_KINDS:
         cov = load(path)
         if cov.kind != kind:
             raise ValueError(f"{path} holds a '{cov.kind}' covariance, but the run asks for '{kind}'")
+        if cov.kind == "identity" and cov.shape[1:] != (codec.image_size, codec.image_size):
+            cov = Covariance.identity((cov.shape[0], codec.image_size, codec.image_size))
         return NoiseSampler("gaussian", covariance=cov)
     if kind == "uniform":
         return NoiseSampler("uniform")

@@ -166,7 +166,8 @@ def tsne_maps(params: dict[str, Any], task: str, extractor_path: str | Path, ref
             groups[f"ground truth {which}"] = ref[pick]
             for label, key in shown:
                 recon = load_file(str(Path(paths.recon_dir(ds, *key, task)) / f"{which}.safetensors"))["recon"]
-                feats = evaluate.extract_features(recon[pick], extractor_path, params["metrics"]["batch_size"])
+                feats = evaluate.extract_features(evaluate.at_size(recon[pick], params["data"]["image_size"]),
+                                                  extractor_path, params["metrics"]["batch_size"])
                 groups[f"{label} {which}"] = feats["feat"]
         out = out_dir / f"tsne_{model}_{task}.png"
         title = f"{model}, {task}: " + (f"original vs {unlearned[1]} {unlearned[2]}" if unlearned else "original")

@@ -48,15 +48,17 @@ def _read_splits(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def _reader(params: dict, data_dir: str):
-    """The data set's reader; streamed sets decode with `runtime.loader_workers` DataLoader workers."""
+def _reader(params: dict, data_dir: str, family: str | None = None):
+    """The data set's reader at `family`'s image size (`datasets.image_size`); streamed sets decode with
+    `runtime.loader_workers` DataLoader workers."""
     streaming.configure(params["runtime"].get("loader_workers"))
-    return datasets.reader(params, data_dir)
+    return datasets.reader(params, data_dir, datasets.image_size(params, family))
 
 
 def _images(params: dict, data_dir: str, indices: list[int], train: bool, codec: datasets.ImageCodec):
-    """A (small) subset in memory, normalised: evaluation sets."""
-    reader = _reader(params, data_dir)
+    """A (small) subset in memory, normalised, decoded at the codec's size: evaluation sets."""
+    streaming.configure(params["runtime"].get("loader_workers"))
+    reader = datasets.reader(params, data_dir, codec.image_size)
     idx = torch.tensor(indices, dtype=torch.long)
     return codec.encode(streaming.materialise(reader.images(idx, train))), reader.labels(train)[idx]
 
@@ -118,8 +120,9 @@ def _checkpoint_model(params: dict, model: str, out: str) -> None:
     if (net.image_size, net.in_chans) != (codec.image_size, chans):
         given = ("RGB class folders (data.kind image_folder)" if chans == 3 else
                  f"{'grey ' if chans == 1 else ''}images (data.kind {datasets.kind(params)})")
+        size_key = f"model.{model}.image_size" if "image_size" in cfg else "data.image_size"
         raise DataError(f"params {key}: checkpoint {source} expects {net.in_chans}x{net.image_size}px images, "
-                        f"the dataset gives {chans}x{codec.image_size}px: {given} at data.image_size "
+                        f"the dataset gives {chans}x{codec.image_size}px: {given} at {size_key} "
                         f"{codec.image_size}")
     converted_on = backends.record(backends.configure(params, torch.device("cpu")))  # converted on the CPU
     save_model(net, out, {"source": source, "sha256": ckpt["sha256"], **getattr(net, "official_meta", {}),
@@ -168,7 +171,7 @@ def pretrain(params: dict, model: str, data_dir: str, out: str, tokenizer: str |
     if params["model"][model]["checkpoint"] is not None:
         _checkpoint_model(params, model, out)
         return
-    reader = _reader(params, data_dir)
+    reader = _reader(params, data_dir, model)
     everything = torch.arange(len(reader.labels(True)))
     _train_model(params, model, reader, everything, _parts(model, tokenizer), out, "pretrained here on all classes",
                  f"pretrain {model}")
@@ -180,7 +183,7 @@ def retrain(params: dict, model: str, data_dir: str, splits_path: str, out: str,
     A frozen part (VQ-GAN's tokenizer) is shared with the original model, as a fixed component would be.
     """
     split = _read_splits(splits_path)
-    reader = _reader(params, data_dir)
+    reader = _reader(params, data_dir, model)
     labels = reader.labels(True)
     keep = ~torch.isin(labels, torch.tensor(split["class_indices"]["forget"]))
     LOG.info("retraining %s on %d of %d training images (forget classes %s left out)", model, int(keep.sum()),
@@ -195,7 +198,7 @@ def pretrain_part(params: dict, model: str, part: str, data_dir: str, out: str) 
     g = seed_everything(params["seed"])
     backend = _backend(params)
     device = backend.device
-    reader = _reader(params, data_dir)
+    reader = _reader(params, data_dir, model)
     module = FAMILIES[model].build_part(part, cfg["arch"], codec.image_size, reader.channels).to(device)
     module = backends.prepare(module, backend, FAMILIES[model].convolutional)
     images = _train_images(reader, torch.arange(len(reader.labels(True))), cfg["pretrain"])
@@ -300,7 +303,7 @@ def unlearn(params: dict, model: str, method: str, variant: str, original: str, 
     codec, split = _codec(params, model), _read_splits(splits_path)
     training, fixed = run_settings(params, method, model)
     retain_kind = point.get("retain", "real")
-    reader = _reader(params, data_dir)
+    reader = _reader(params, data_dir, model)
     retain = retain_indices(split, retain_kind, reader.labels(True), cfg.get("limited_per_class"), seed)
     x_f, x_r = reader.images(split["unlearn"]["forget"], True), reader.images(retain, True)
     teacher = backends.prepare(load_model(original, device), backend, FAMILIES[model].convolutional)
@@ -487,6 +490,23 @@ def _standard_metrics(params: dict, usable: dict[str, dict], tensors: dict[str, 
     return out
 
 
+def _pipeline_input(recon: torch.Tensor, extractor_path: str, size: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """(images the pipeline extractor sees, its entry in the metrics file's `extractors`).
+
+    The extractor was trained, and the reference features taken, at data.image_size; a family at its own
+    `model.<family>.image_size` has its reconstructions resized to it, and the entry says so. Inception and
+    CLIP see the reconstructions and their ground truth (saved beside them) as the model made them."""
+    from . import evaluate, extractor
+
+    entry: dict[str, Any] = {"used": True, "file": extractor_path,
+                             "note": f"{extractor.EXTRACTOR_NAME} at {extractor_path}"}
+    made = recon.shape[-1]
+    if made != size:
+        entry["resized"] = {"from": made, "to": size}
+        entry["note"] += f"; reconstructions resized from the model's {made} px to data.image_size {size} px"
+    return evaluate.at_size(recon, size), entry
+
+
 def metrics(params: dict, recon: str, reference_dir: str, extractor_path: str, checkpoint: str, out: str) -> None:
     """Scores of one reconstruction directory; the file names every extractor that produced them."""
     from . import evaluate, extractor
@@ -494,13 +514,13 @@ def metrics(params: dict, recon: str, reference_dir: str, extractor_path: str, c
     from safetensors.torch import load_file
 
     seed_everything(params["seed"])
-    result: dict[str, Any] = {"extractor": extractor.EXTRACTOR_NAME, "recon": recon,
-                              "extractors": {"pipeline": {"used": True, "file": extractor_path,
-                                                          "note": f"{extractor.EXTRACTOR_NAME} at {extractor_path}"}}}
+    result: dict[str, Any] = {"extractor": extractor.EXTRACTOR_NAME, "recon": recon, "extractors": {}}
     usable = _standard_extractors(params, result)
     for which in paths.SETS:
         tensors = load_file(str(Path(recon) / f"{which}.safetensors"))
-        feats = evaluate.extract_features(tensors["recon"], extractor_path, params["metrics"]["batch_size"])
+        seen, result["extractors"]["pipeline"] = _pipeline_input(tensors["recon"], extractor_path,
+                                                                 params["data"]["image_size"])
+        feats = evaluate.extract_features(seen, extractor_path, params["metrics"]["batch_size"])
         ref = evaluate.load_features(Path(reference_dir) / f"{which}.safetensors")
         result[which] = evaluate.score(feats, ref, tensors["labels"], params["seed"])
         result[which].update(_standard_metrics(params, usable, tensors))

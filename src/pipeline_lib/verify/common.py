@@ -33,17 +33,25 @@ def reconstruct(net, x: torch.Tensor, mask: torch.Tensor, batch_size: int) -> to
 
 
 class ExtractorScorer:
-    """Accuracy of the pipeline's classifier on reconstructions, and their FID to the ground truth."""
+    """Accuracy of the pipeline's classifier on reconstructions, and their FID to the ground truth.
 
-    def __init__(self, extractor_path: str | Path, codec, gt: torch.Tensor, labels: torch.Tensor, batch_size: int):
+    Images of a family at its own image size are resized to `size` (data.image_size, where the extractor
+    was trained) before it, ground truth and reconstructions alike; by default they are taken as they come."""
+
+    def __init__(self, extractor_path: str | Path, codec, gt: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 size: int | None = None):
+        self.path, self.codec, self.labels, self.bs = str(extractor_path), codec, labels, batch_size
+        self.size = size or codec.image_size
+        self.gt_feat = self._features(gt)["feat"]
+
+    def _features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         from .. import evaluate
 
-        self.path, self.codec, self.labels, self.bs = str(extractor_path), codec, labels, batch_size
-        self.gt_feat = evaluate.extract_features(codec.to_uint8(gt), self.path, batch_size)["feat"]
+        return evaluate.extract_features(evaluate.at_size(self.codec.to_uint8(x), self.size), self.path, self.bs)
 
     def __call__(self, recon: torch.Tensor) -> dict[str, float]:
         from .. import evaluate
 
-        feats = evaluate.extract_features(self.codec.to_uint8(recon), self.path, self.bs)
+        feats = self._features(recon)
         accuracy = (feats["logits_unbiased"].argmax(dim=1) == self.labels).double().mean()
         return {"accuracy": float(accuracy), "fid": evaluate.fid(feats["feat"], self.gt_feat)}

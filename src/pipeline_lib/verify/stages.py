@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..atomic import write_json
+from ..datasets import image_size
 from ..errors import DataError
 from ..models.base import I2IModel
 from ..runtime import seed_everything
@@ -40,7 +41,8 @@ def _per_class(labels: torch.Tensor, n: int, seed: int) -> list[int]:
 def _mask(params: dict, spec: dict, n: int, net, seed: int) -> torch.Tensor:
     from .common import masks_for
 
-    return masks_for(spec, n, params["data"]["image_size"], net.mask_granularity, seed, params["generate"]["batch_size"])
+    return masks_for(spec, n, image_size(params, net.family), net.mask_granularity, seed,
+                     params["generate"]["batch_size"])
 
 
 def _write(out: str, result: dict[str, Any], start: float, checkpoint: str, check: str) -> None:
@@ -83,12 +85,13 @@ def _labels(params: dict, data_dir: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _eval_scorer(params: dict, data_dir: str, split: dict, extractor: str, which: str, n: int, family: str):
-    """Evaluation images in the family's normalisation, and a scorer that decodes reconstructions the same way."""
+    """Evaluation images in the family's normalisation and size, and a scorer that decodes reconstructions the
+    same way (and brings them to data.image_size, the extractor's)."""
     from .common import ExtractorScorer
 
     codec = _codec(params, family)
     x, labels = _images(params, data_dir, split["eval"][which][:n], False, codec)
-    return x, ExtractorScorer(extractor, codec, x, labels, params["metrics"]["batch_size"])
+    return x, ExtractorScorer(extractor, codec, x, labels, params["metrics"]["batch_size"], params["data"]["image_size"])
 
 
 def verify_sweep(params: dict, checkpoint: str, data_dir: str, splits_path: str, extractor_path: str, out: str) -> None:
@@ -102,7 +105,7 @@ def verify_sweep(params: dict, checkpoint: str, data_dir: str, splits_path: str,
     cfg = settings(params, net.family, "sweep")
     x_f, score_f = _eval_scorer(params, data_dir, split, extractor_path, "forget", cfg["images"], net.family)
     x_r, score_r = _eval_scorer(params, data_dir, split, extractor_path, "retain", cfg["images"], net.family)
-    result = sweep(net, x_f, score_f, cfg["masks"], cfg["seeds"], params["data"]["image_size"],
+    result = sweep(net, x_f, score_f, cfg["masks"], cfg["seeds"], image_size(params, net.family),
                    params["generate"]["batch_size"], retain=(x_r, score_r))
     LOG.info("sweep: worst forget accuracy %.3f (mean %.3f), lowest forget FID %.1f (mean %.1f)",
              result["worst"]["accuracy"], result["mean"]["accuracy"], result["worst"]["fid"], result["mean"]["fid"])
@@ -141,7 +144,7 @@ def verify_relearn(params: dict, checkpoint: str, original: str, data_dir: str, 
     for k in cfg["K"]:
         x_k, _ = _images(params, data_dir, order[:k], True, codec)
         run = relearn(net, x_k, score, target, train_mask=_train_mask(params, net.family),
-                      image_size=params["data"]["image_size"], optimizer=cfg["optimizer"],
+                      image_size=image_size(params, net.family), optimizer=cfg["optimizer"],
                       batch_size=min(cfg["batch_size"], k), max_steps=cfg["max_steps"], every=cfg["every"],
                       tolerance=cfg["tolerance"], higher_is_better=cfg["metric"] == "accuracy", seed=seed, device=device)
         LOG.info("relearn K=%d: %s steps (start %.3f, target %.3f)", k,
@@ -167,7 +170,7 @@ def verify_membership(params: dict, checkpoint: str, data_dir: str, splits_path:
     non_members, _ = _images(params, data_dir, non_idx, False, codec)
     timed = type(net).sample_losses is not I2IModel.sample_losses  # only families whose loss draws a timestep
     result = membership(net, members, non_members, _train_mask(params, net.family), cfg["masks"],
-                        cfg["timesteps"] if timed else None, params["data"]["image_size"], seed,
+                        cfg["timesteps"] if timed else None, image_size(params, net.family), seed,
                         params["generate"]["batch_size"], cfg["z"])
     LOG.info("membership: AUC %.3f, TPR@1%%FPR %.3f, z %.2f (%s)", result["auc"], result["tpr_at_1fpr"], result["z"],
              "powered" if result["powered"] else "no power")
