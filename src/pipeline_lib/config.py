@@ -43,6 +43,9 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     for name in params["tasks"]:
         if name not in params["task"]:
             raise ParamsError(f"params key 'tasks' lists '{name}' but 'task.{name}' is not defined")
+    from .params_checks import check_image_sizes
+
+    check_image_sizes(params)  # before the masks, which are read at each family's size
     _check_masks(params)
     crossval = params.get("crossval")
     for role, name in (crossval or {}).items():
@@ -115,25 +118,53 @@ def family_arch(params: dict[str, Any], model: str) -> dict[str, Any]:
     return parts | cfg["arch"]
 
 
-def _check_masks(params: dict[str, Any]) -> None:
-    """Every task gives every model the same hole; training masks suit each model they train."""
-    from .masks import check_task
+def mask_grids(params: dict[str, Any], models: list[str] | None = None) -> dict[int, dict[str, int]]:
+    """{image size: {family: mask granularity}} of `models` (default: params' models), each at its own
+    `model.<family>.image_size` (default data.image_size)."""
+    from .datasets import image_size
     from .models import FAMILIES
 
-    size = params["data"]["image_size"]
-    grans = {m: FAMILIES[m].granularity_for(family_arch(params, m)) for m in params["models"]}
-    for name, spec in params["task"].items():
+    grids: dict[int, dict[str, int]] = {}
+    for m in params["models"] if models is None else models:
+        grids.setdefault(image_size(params, m), {})[m] = FAMILIES[m].granularity_for(family_arch(params, m))
+    return grids
+
+
+def check_mask_on_grids(spec: dict[str, Any], params: dict[str, Any], grids: dict[int, dict[str, int]]) -> None:
+    """Raise ValueError unless `spec` is a sound hole for every family, read at each family's own image size.
+
+    A spec is read the same way at every size (paper 1, App. "Patch Size": 16 px patches for every model,
+    "cropping 8x8 patches means removing 128x128 pixels", the MAE at 224 px and VQ-GAN at 256): `size` and
+    `grid` are pixels / patches of the image the family sees, so the hole is as large at 224 as at 256 px;
+    `ratio` is a fraction of that image (`ratio: 0.25` → 112 px at 224, 128 px at 256). Families at one size
+    must see the very same hole; a family at another size than data.image_size is named in the message."""
+    from .masks import check_task
+
+    for size, grans in sorted(grids.items()):
         try:
             check_task(spec, size, sorted(set(grans.values())))
         except ValueError as exc:
+            if size == params["data"]["image_size"]:
+                raise
+            at = ", ".join(f"model.{m}.image_size" for m in grans)
+            raise ValueError(f"at {at} = {size} px: {exc}") from None
+
+
+def _check_masks(params: dict[str, Any]) -> None:
+    """Every task gives the families at one image size the same hole; training masks suit each model they train."""
+    grids = mask_grids(params)
+    for name, spec in params["task"].items():
+        try:
+            check_mask_on_grids(spec, params, grids)
+        except ValueError as exc:
             raise ParamsError(f"params key 'task.{name}': {exc}") from None
-    masks = [("unlearn.mask", params["unlearn"]["mask"], list(grans))]
+    masks = [("unlearn.mask", params["unlearn"]["mask"], list(params["models"]))]
     masks += [(f"model.{m}.pretrain.mask", params["model"][m]["pretrain"]["mask"], [m])
               for m in params["models"] if "mask" in params["model"][m]["pretrain"]]
     for where, spec, models in masks:
         for m in models:
             try:
-                check_task(spec, size, [grans[m]])
+                check_mask_on_grids(spec, params, mask_grids(params, [m]))
             except ValueError as exc:
                 raise ParamsError(f"params key '{where}' (model {m}): {exc}") from None
 
@@ -253,6 +284,13 @@ def unlearn_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
 def training_keys(params: dict[str, Any], model: str) -> dict[str, Any]:
     """The settings of `model` that its (re)training reads: generation-time `sampling` is left out."""
     return {k: v for k, v in params["model"][model].items() if k != "sampling"}
+
+
+def part_keys(params: dict[str, Any], model: str, part: str) -> dict[str, Any]:
+    """The settings a frozen part's pre-training reads (VQ-GAN's tokenizer): its own section, and the family's
+    image size when `model.<family>.image_size` is set (absent otherwise, so nothing re-runs)."""
+    cfg = params["model"][model]
+    return {**cfg[part], **({"image_size": cfg["image_size"]} if "image_size" in cfg else {})}
 
 
 def method_settings(params: dict[str, Any], method: str, model: str | None = None) -> dict[str, Any]:

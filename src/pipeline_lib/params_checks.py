@@ -7,6 +7,8 @@
 - a transformer's `num_heads` (or `decoder_num_heads`) that does not divide its embedding width, and a
   U-Net's `norm_num_groups` that does not divide its channels;
 - `metrics.<kind>` with both or neither of `url` and `weights`, or a url without a `sha256` key;
+- `model.<family>.image_size` on Fashion-MNIST (one size: its 28 px are padded to data.image_size), and an
+  estimated Σ (diagonal, lowrank) for a family at another size than the data's, where it was estimated;
 - a `runtime.device` torch does not know. Only the spelling is checked: Snakemake validates on a login
   node that may have no GPU, so whether the device is present is the job's question.
 """
@@ -71,16 +73,45 @@ def check_classes(params: dict[str, Any]) -> None:
             resolve_classes(params, name, sorted({*named["forget"], *named["retain"]}))  # overlap, duplicates
 
 
-def check_noise(params: dict[str, Any]) -> None:
-    """Σ and batch statistics live in one normalised space: with per-family preprocessing there is none."""
-    if params["data"].get("mean") is not None:
+def check_image_sizes(params: dict[str, Any]) -> None:
+    """A family's own image size needs images resized when decoded (a class-folder tree); Fashion-MNIST's
+    28 px images are zero-padded to the one data.image_size, which every stage shares."""
+    if params["data"].get("kind", "fashion_mnist") == "image_folder":
         return
-    for method, grid in params["methods"].items():
-        kinds = set(grid.get("noise", [])) | {k for own in grid.get("per_model", {}).values() for k in own.get("noise", [])}
-        bad = sorted(kinds & {"diagonal", "lowrank", "batch_stats"})
-        if bad:
-            raise ParamsError(f"params key 'methods.{method}.noise' asks for {', '.join(bad)}, which need one "
-                              "normalisation for every family: set data.mean and data.std, or use identity/uniform")
+    for model in params["models"]:
+        own = params["model"][model].get("image_size")
+        if own is not None and own != params["data"]["image_size"]:
+            raise ParamsError(f"params key 'model.{model}.image_size' = {own}: a per-family image size needs "
+                              f"data.kind image_folder (images resized when decoded); Fashion-MNIST runs every "
+                              f"family at data.image_size = {params['data']['image_size']}, so drop the key")
+
+
+def _noise_kinds(grid: dict[str, Any]) -> set[str]:
+    return set(grid.get("noise", [])) | {k for own in grid.get("per_model", {}).values() for k in own.get("noise", [])}
+
+
+def check_noise(params: dict[str, Any]) -> None:
+    """Σ and batch statistics live in one normalised space: with per-family preprocessing there is none. An
+    estimated Σ is estimated once, at data.image_size: a family at another size cannot use it."""
+    from .config import method_grid
+    from .datasets import image_size
+
+    if params["data"].get("mean") is None:
+        for method, grid in params["methods"].items():
+            bad = sorted(_noise_kinds(grid) & {"diagonal", "lowrank", "batch_stats"})
+            if bad:
+                raise ParamsError(f"params key 'methods.{method}.noise' asks for {', '.join(bad)}, which need one "
+                                  "normalisation for every family: set data.mean and data.std, or use identity/uniform")
+    for model in params["models"]:
+        size = image_size(params, model)
+        if size == params["data"]["image_size"]:
+            continue
+        for method in params["methods"]:
+            bad = sorted(set(method_grid(params, method, model).get("noise", [])) & {"diagonal", "lowrank"})
+            if bad:
+                raise ParamsError(f"params key 'methods.{method}.noise' asks for {', '.join(bad)} on model {model}: "
+                                  f"a Σ estimated at data.image_size {params['data']['image_size']}, but "
+                                  f"model.{model}.image_size is {size}; use identity, uniform or batch_stats")
 
 
 def _recorded_counts(params: dict[str, Any]) -> dict[str, int] | None:

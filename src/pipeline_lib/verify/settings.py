@@ -91,8 +91,9 @@ def _positive(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
 
 
-def _check_block(params: dict[str, Any], where: str, check: str, block: Any, grans: list[int]) -> None:
-    from ..masks import check_task
+def _check_block(params: dict[str, Any], where: str, check: str, block: Any, grids: dict[int, dict[str, int]]) -> None:
+    """`grids`: the families the block applies to, by image size (`config.mask_grids`)."""
+    from ..config import check_mask_on_grids
 
     if block is None:
         return
@@ -127,14 +128,14 @@ def _check_block(params: dict[str, Any], where: str, check: str, block: Any, gra
                 raise _err(k, "must be a non-empty list of mask specs (like the entries of 'task')")
             for i, spec in enumerate(value):
                 try:
-                    check_task(spec, params["data"]["image_size"], grans)
+                    check_mask_on_grids(spec, params, grids)
                 except ValueError as exc:
                     raise _err(f"{k}[{i}]", str(exc)) from None
 
 
 def validate(params: dict[str, Any]) -> None:
     """Raise ParamsError naming the first bad `verify` key (called from config.validate_params)."""
-    from ..config import family_arch
+    from ..config import mask_grids
     from ..models import FAMILIES
 
     v = params.get("verify")
@@ -155,9 +156,9 @@ def validate(params: dict[str, Any]) -> None:
                                   f"got {methods!r}")
     if v.get("task") is not None and v["task"] not in params["task"]:
         raise _err("task", f"names task '{v['task']}' but 'task.{v['task']}' is not defined")
-    grans = sorted({FAMILIES[m].granularity_for(family_arch(params, m)) for m in params["models"]})
+    grids = mask_grids(params)
     for check in DEFAULTS:
-        _check_block(params, check, check, v.get(check), grans)
+        _check_block(params, check, check, v.get(check), grids)
     per_model = v.get("per_model") or {}
     if not isinstance(per_model, dict):
         raise _err("per_model", "must map model families to their settings")
@@ -169,7 +170,7 @@ def validate(params: dict[str, Any]) -> None:
         for check, block in own.items():
             if check not in DEFAULTS:
                 raise _err(f"per_model.{model}.{check}", f"unknown section (expected one of {', '.join(DEFAULTS)})")
-            g = [FAMILIES[model].granularity_for(family_arch(params, model))] if model in FAMILIES else grans
+            g = mask_grids(params, [model]) if model in FAMILIES else grids
             _check_block(params, f"per_model.{model}.{check}", check, block, g)
     for model in params["models"]:
         s = settings(params, model, "relearn")
