@@ -83,7 +83,7 @@ def _model_stages(params: dict[str, Any], ds: str, raw: str) -> list[Stage]:
     stages = []
     for model in params["models"]:
         parts = paths.part_files(ds, model) if paths.parts_needed(params, model) else {}
-        model_keys = _present(params, f"model.{model}", ["checkpoint", "arch", "pretrain"])
+        model_keys = _present(params, f"model.{model}", ["checkpoint", "image_size", "arch", "pretrain"])
         if params["model"][model]["checkpoint"] is not None:  # e.g. MAGE's tokenizer as its own file
             model_keys += [f"model.{model}.{part}.checkpoint" for part in paths.part_files(ds, model)
                            if _present(params, f"model.{model}.{part}", ["checkpoint"])]
@@ -93,7 +93,8 @@ def _model_stages(params: dict[str, Any], ds: str, raw: str) -> list[Stage]:
                 f"pretrain_part-{model}-{part}",
                 f"{PY} pretrain-part --params params.yaml --model {model} --part {part} --data-dir {raw} "
                 f"--out {out} --log logs/pretrain_part/{ds}/{model}/{part}.log",
-                [raw, f"{CODE}/models", f"{CODE}/trainer.py"], ["seed", "data", f"model.{model}.{part}"],
+                [raw, f"{CODE}/models", f"{CODE}/trainer.py"],
+                ["seed", "data", f"model.{model}.{part}", *_present(params, f"model.{model}", ["image_size"])],
                 [out, out.replace(".safetensors", ".json")]))
         original = paths.model_file(ds, model, *paths.ORIGINAL)
         part_deps = list(paths.pretrain_part_files(params, model).values())
@@ -111,7 +112,7 @@ def _retrain_stages(params: dict[str, Any], ds: str, raw: str, root: str, set_na
     stages, split = [], paths.splits_file(root)
     for model in params["models"]:
         parts = paths.part_files(ds, model)
-        model_keys = _present(params, f"model.{model}", ["checkpoint", "arch", "pretrain"])
+        model_keys = _present(params, f"model.{model}", ["checkpoint", "image_size", "arch", "pretrain"])
         for ref in REFERENCE_METHODS:
             if ref not in params["methods"]:
                 continue

@@ -2,7 +2,12 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from pipeline_lib.config import method_settings, training_keys, validate_params
+from pipeline_lib.config import (
+    method_settings,
+    part_keys,
+    training_keys,
+    validate_params,
+)
 from pipeline_lib.errors import ParamsError
 from pipeline_lib.metric_weights import (
     KINDS as WEIGHT_KINDS,

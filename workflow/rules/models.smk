@@ -18,7 +18,7 @@ rule pretrain_part:
         runtime=240,
     params:
         code=code_version("models", "trainer.py"),
-        part=lambda w: config["model"][w.model][w.part],
+        part=lambda w: part_keys(config, w.model, w.part),
         data=config["data"],
         seed=config["seed"],
     shell:
