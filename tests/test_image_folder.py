@@ -216,6 +216,9 @@ def test_presets_validate_against_a_tree_holding_their_classes(tmp_path):
         config.validate_params(params)
         assert {m: params["model"][m]["gpus"] for m in params["models"]} == (
             {"mae": 4, "vqgan": 4} if preset == "imagenet" else {"mae": 4, "vqgan": 4, "diffusion": 8})
+        # paper 1: "256 for VQ-GAN and 224 for MAE", each family decoding the same split at its own size
+        assert {m: datasets.image_size(params, m) for m in params["models"]} == (
+            {"mae": 224, "vqgan": 256} if preset == "imagenet" else {"mae": 224, "vqgan": 256, "diffusion": 256})
         # paper 1 Table 1's official checkpoints, hashes for the user to pin (the stage prints them)
         files = {m: params["model"][m]["checkpoint"] for m in params["models"]}
         assert files["mae"] == {"url": checkpoints.OFFICIAL_URLS["mae"][2], "sha256": None}

@@ -66,8 +66,13 @@ def tree(tmp_path_factory):
 
 
 def test_a_generated_tree_runs_the_whole_dag_at_64px_through_snakemake(tmp_path, tree):
-    """Tiny MAE, VQ-GAN and U-Net on a generated ImageNet-named tree: every stage, RGB at 64 px."""
-    smk = _project(tmp_path, "imagenet", tiny_folder_params(tree, IMAGENET_FORGET, IMAGENET_RETAIN))
+    """Tiny MAE, VQ-GAN and U-Net on a generated ImageNet-named tree: every stage, RGB at 64 px, the MAE at its
+    own 48 px (as the presets run it at 224 beside MAGE's 256) and the cross-validation check on every model."""
+    params = tiny_folder_params(tree, IMAGENET_FORGET, IMAGENET_RETAIN)
+    params["model"]["mae"]["image_size"] = 48
+    params["task"]["outpaint"] = {"kind": "outpaint", "size": 32}
+    params["crossval"] = {"inpaint": "center", "outpaint": "outpaint"}
+    smk = _project(tmp_path, "imagenet", params)
     run(["snakemake", "--profile", "profiles/local"], smk)
     report = smk / "results" / "imagenet" / "report"
     assert (report / "table_center.csv").is_file() and (report / "grid_center.png").is_file()
@@ -75,12 +80,22 @@ def test_a_generated_tree_runs_the_whole_dag_at_64px_through_snakemake(tmp_path,
     assert split["classes"]["forget"] == IMAGENET_FORGET and split["classes"]["proxy"] == IMAGENET_PROXY
     raw = smk / "data" / "imagenet" / "raw"
     assert sorted(p.name for p in raw.iterdir() if not p.name.startswith(".")) == ["SOURCE.json", "files.tsv"]
-    recon = smk / "results" / "imagenet" / "recon" / "mae" / "original" / "base" / "center" / "png" / "forget"
     from PIL import Image
+    from safetensors.torch import load_file
 
-    with Image.open(next(recon.iterdir())) as img:
-        assert img.mode == "RGB" and img.size == (64, 64)
-    assert len(scores(smk)) == 6
+    recon = smk / "results" / "imagenet" / "recon"
+    for model, size in (("mae", 48), ("vqgan", 64), ("diffusion", 64)):
+        for task in ("center", "xval"):
+            tensors = load_file(str(recon / model / "original" / "base" / task / "forget.safetensors"))
+            assert tensors["recon"].shape[1:] == tensors["gt"].shape[1:] == (3, size, size), (model, task)
+        with Image.open(next((recon / model / "original" / "base" / "center" / "png" / "forget").iterdir())) as img:
+            assert img.mode == "RGB" and img.size == (size, size)
+    assert len(scores(smk)) == 12  # 6 models x (center, cross-validation)
+    for path in (smk / "results").rglob("metrics/**/*.json"):
+        pipeline = json.loads(path.read_text())["extractors"]["pipeline"]
+        assert pipeline.get("resized") == ({"from": 48, "to": 64} if "/mae/" in str(path) else None), path
+    assert json.loads((smk / "data" / "imagenet" / "models" / "mae" / "original" / "base" / "model.json")
+                      .read_text())["image_size"] == 48
 
 
 def test_a_generated_tree_runs_through_dvc_and_a_second_repro_reuses_everything(tmp_path, tree):
