@@ -17,8 +17,8 @@ from pipeline_lib.errors import ParamsError
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    return make_tree(tmp_path_factory.mktemp("tree"), IMAGENET_FORGET + IMAGENET_RETAIN + IMAGENET_PROXY, train=2,
-                     val=1)
+    return make_tree(tmp_path_factory.mktemp("tree"), IMAGENET_FORGET + IMAGENET_RETAIN + IMAGENET_PROXY, train=6,
+                     val=3)
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +141,35 @@ def test_dvc_tracks_a_family_size_only_where_params_set_one(tree):
     params["model"]["vqgan"]["image_size"] = 32
     assert config.part_keys(params, "vqgan", "tokenizer")["image_size"] == 32
     assert "model.vqgan.image_size" in params_of(params)["pretrain_part-vqgan-tokenizer"]
+
+
+def test_the_verify_checks_run_a_family_at_its_own_size(tree, raw, tmp_path):
+    """Probe, sweep, relearn and membership of a 48 px MAE on the 64 px tree: its images and holes at 48 px,
+    the extractor's scores on them resized to 64."""
+    import json
+
+    from helpers import torch_threads
+    from pipeline_lib.models import build_model, save_model
+    from pipeline_lib.verify import stages as vstages
+
+    params = _params(tree)
+    params["verify"] = {"checks": ["probe", "sweep", "relearn", "membership"],
+                        "probe": {"train_per_class": 3, "test_per_class": 2},
+                        "sweep": {"images": 4, "seeds": [0], "masks": [{"kind": "random", "ratio": 0.5, "patch": 8}]},
+                        "relearn": {"K": [2], "max_steps": 2, "every": 1, "batch_size": 2, "images": 4},
+                        "membership": {"members": 4, "masks": 1}}
+    config.validate_params(params)
+    split, ext = str(tmp_path / "splits.json"), str(tmp_path / "extractor.safetensors")
+    ckpts = [str(tmp_path / f"mae{seed}.safetensors") for seed in (0, 1)]
+    with torch_threads(1):
+        stages.splits(params, str(raw), split)
+        stages.train_extractor(params, str(raw), ext)
+        for seed, path in zip((0, 1), ckpts):
+            torch.manual_seed(seed)
+            save_model(build_model("mae", config.family_arch(params, "mae"), 48, 3), path)
+        vstages.verify_probe(params, ckpts[1], str(raw), split, str(tmp_path / "probe.json"))
+        vstages.verify_sweep(params, ckpts[1], str(raw), split, ext, str(tmp_path / "sweep.json"))
+        vstages.verify_relearn(params, ckpts[1], ckpts[0], str(raw), split, ext, str(tmp_path / "relearn.json"))
+        vstages.verify_membership(params, ckpts[1], str(raw), split, str(tmp_path / "membership.json"))
+    for check in ("probe", "sweep", "relearn", "membership"):
+        assert json.loads((tmp_path / f"{check}.json").read_text())["check"] == check
