@@ -133,11 +133,15 @@ def rgb_tree(tmp_path_factory):
     return make_tree(tmp_path_factory.mktemp("tree"), IMAGENET_FORGET + IMAGENET_RETAIN, train=1, val=1)
 
 
-def _folder_params(tree, model: str, path: Path, arch: dict, sha256: str | None, image_size: int = 32) -> dict:
+def _folder_params(tree, model: str, path: Path, arch: dict, sha256: str | None, image_size: int = 32,
+                   own_size: int | None = None) -> dict:
+    """`own_size`: the family's own `model.<family>.image_size` (none by default)."""
     from folder_tree import IMAGENET_FORGET, IMAGENET_RETAIN, tiny_folder_params
 
     params = tiny_folder_params(tree, IMAGENET_FORGET, IMAGENET_RETAIN)
     params["data"]["image_size"] = image_size
+    if own_size is not None:
+        params["model"][model]["image_size"] = own_size
     params["task"]["center"] = {"kind": "center", "size": 16}
     params["models"] = [model]
     params["model"][model]["arch"] = arch
@@ -181,3 +185,23 @@ def test_pretrain_on_an_rgb_tree_refuses_a_checkpoint_of_another_size_naming_the
                                         r"dataset gives 3x64px: RGB class folders .* data.image_size 64"):
         stages.pretrain(params, "vqgan", str(raw), str(out))
     assert not out.exists()
+
+
+def test_a_family_image_size_runs_an_official_checkpoint_at_its_native_size(tmp_path, rgb_tree):
+    """The presets' MAE at 224 beside MAGE at 256, in small: the 32 px file taken as it is on a 64 px tree,
+    and a size it cannot run at refused naming the family's key."""
+    from pipeline_lib import stages
+    from pipeline_lib.models import load_model
+
+    path, arch = _official_files(tmp_path)["vqgan"]
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    raw = tmp_path / "raw"
+    stages.data(_folder_params(rgb_tree, "vqgan", path, arch, sha, image_size=64), str(raw))
+    out = tmp_path / "original" / "model.safetensors"
+    stages.pretrain(_folder_params(rgb_tree, "vqgan", path, arch, sha, image_size=64, own_size=32), "vqgan",
+                    str(raw), str(out))
+    assert load_model(out).image_size == 32
+    with pytest.raises(DataError, match=r"expects 3x32px images, the dataset gives 3x48px: .* "
+                                        r"model.vqgan.image_size 48"):
+        stages.pretrain(_folder_params(rgb_tree, "vqgan", path, arch, sha, image_size=64, own_size=48), "vqgan",
+                        str(raw), str(tmp_path / "other" / "model.safetensors"))
