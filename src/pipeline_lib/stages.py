@@ -494,8 +494,8 @@ def _pipeline_input(recon: torch.Tensor, extractor_path: str, size: int) -> tupl
     """(images the pipeline extractor sees, its entry in the metrics file's `extractors`).
 
     The extractor was trained, and the reference features taken, at data.image_size; a family at its own
-    `model.<family>.image_size` has its reconstructions resized to it, and the entry says so. Inception and
-    CLIP see the reconstructions and their ground truth (saved beside them) as the model made them."""
+    `model.<family>.image_size` has its reconstructions resized to it, and the entry says so. Inception, CLIP
+    and Places365 see the reconstructions (and their ground truth, saved beside them) as the model made them."""
     from . import evaluate, extractor
 
     entry: dict[str, Any] = {"used": True, "file": extractor_path,
