@@ -42,6 +42,17 @@ def dense_nbytes(d: int, bytes_per_value: int = 4) -> int:
     return d * d * bytes_per_value
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """`data` with its JSON header's keys sorted. safetensors writes header metadata from a hash map, in an
+    order that changes from one call to the next; sorted, the same content gives the same bytes. The header
+    keeps its length (same keys and values, another order; spaces pad it, as safetensors itself pads)."""
+    size = int.from_bytes(data[:8], "little")
+    text = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    if len(text) > size:
+        raise ValueError(f"safetensors header grew from {size} to {len(text)} bytes when its keys were sorted")
+    return data[:8] + text.ljust(size) + data[8 + size:]
+
+
 @dataclass
 class Covariance:
     """Σ of `shape`-sized images; see the module docstring for the kinds and conventions.
@@ -163,14 +174,15 @@ class Covariance:
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write a .safetensors file atomically (an interrupted save leaves no file that looks complete)."""
-        from safetensors.torch import save_file
+        """Write a .safetensors file atomically (an interrupted save leaves no file that looks complete), with
+        the same bytes for the same content, so DVC and Snakemake's cache see an unchanged file as unchanged."""
+        from safetensors.torch import save
 
         tensors = {name: getattr(self, name).contiguous()
                    for name in ("mean", "variance", "components", "scales", "residual")
                    if getattr(self, name) is not None}
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=self.metadata())
+            Path(tmp).write_bytes(canonical_safetensors(save(tensors, metadata=self.metadata())))
         return Path(path)
 
     @classmethod
