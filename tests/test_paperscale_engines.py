@@ -99,14 +99,13 @@ def test_a_generated_tree_runs_the_whole_dag_at_64px_through_snakemake(tmp_path,
 
 
 def test_a_generated_tree_runs_through_dvc_and_a_second_repro_reuses_everything(tmp_path, tree):
-    """DVC on the same tree (the MAE only, to stay quick): the data stage re-lists the tree on every repro,
-    and an unchanged file list leaves every later stage cached."""
+    """DVC on the same tree, the three tiny families: the data stage re-lists the tree on every repro, and an
+    unchanged file list leaves every later stage cached."""
     params = tiny_folder_params(tree, IMAGENET_FORGET, IMAGENET_RETAIN)
-    params["models"] = ["mae"]
     root = _project(tmp_path, "imagenet", params)
     init_dvc_repo(root)
     run(["dvc", "repro"], root)
-    assert len(scores(root)) == 2
+    assert len(scores(root)) == 6  # original and l2n of each family
     again = run(["dvc", "repro"], root)
     assert "Running stage 'data'" in again and "Running stage 'splits'" not in again
     assert dvc_commands(root) == snakemake_commands(run(["snakemake", "--profile", "profiles/local", "-n",
