@@ -96,6 +96,9 @@ def engines(tmp_path_factory):
     # data, tokenizer, 3 pretrain, extractor, summary, aggregate; per forget set (7): splits, reference, noise,
     # 3 retrain, 3 unlearn, 9 generate, 9 metrics
     ("presets/robustness.yaml", 8 + 7 * 27),
+    # data, tokenizer, 3 pretrain, extractor, summary, aggregate; per tuning set (3): splits, reference, noise,
+    # 7 unlearn (MAE 2, VQ-GAN 2, U-Net 3 alphas), 10 generate, 10 metrics
+    ("presets/tuning.yaml", 8 + 3 * 30),
     # the full preset with l2n at one alpha: 3 pretrain parts, 3 pretrain, 3 retrain, 36 unlearn, 39 generate,
     # 39 metrics, data, splits, extractor, reference, noise, summary, aggregate; + 4 checks on all 39 models
     ("presets/verify.yaml", 281),
