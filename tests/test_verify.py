@@ -259,7 +259,8 @@ def test_the_report_writes_a_verification_table_per_family_and_the_verdict_colum
             path.write_text(json.dumps(result))
     metrics = pd.DataFrame([{"model": "mae", "method": m, "variant": v, "Acc R": 0.8, "FID R": 100.0}
                             for m, v in (("original", ""), ("l2n", "alpha-0.25_noise-identity"), ("retrain", "base"))])
-    judged = vreport.write(params, tmp_path, {"center": metrics}, _write_table, params["dataset"])
+    judged = vreport.write(params, tmp_path, {"center": metrics}, _write_table,
+                           vreport.collect(params, params["dataset"]))
     table = pd.read_csv(tmp_path / "table_verify_mae_center.csv")
     assert list(table["verdict"]) == ["reference", "hidden", "reference"]
     assert list(table["relearn K=10"]) == ["0", "5", ">50"] and table["K=10 / retrain"][1] == pytest.approx(0.1)

@@ -243,13 +243,13 @@ def write_report(params: dict[str, Any], out: str | Path, extractor_path: str | 
         judged, verify_task = {}, None
         if verify_settings.enabled(params):  # each set's verification tables and figures, and verdict column
             verify_task = verify_settings.task_name(params)
-            metrics = collect(params, verify_task)
+            metrics, per_set = collect(params, verify_task), {}
             for name in names:
+                results = verify_report.collect(params, paths.set_root(params["dataset"], name))
                 judged[name] = verify_report.write(params, _set_dir(tmp, name),
                                                    {verify_task: metrics[metrics["set"] == (name or "")]},
-                                                   _write_table, paths.set_root(params["dataset"], name))
-            per_set = {name: (verify_report.collect(params, paths.set_root(params["dataset"], name)), judged[name])
-                       for name in names}
+                                                   _write_table, results)
+                per_set[name] = (results, judged[name])
             _write_text_tables(verify_report.spread_table(per_set), tmp, f"table_verify_spread_{verify_task}")
         for task in paths.eval_tasks(params):
             df = collect(params, task)

@@ -153,10 +153,9 @@ def add_verdicts(methods: pd.DataFrame, judged: dict[Key, dict], models: list[st
 
 
 def write(params: dict[str, Any], tmp: Path, metrics: dict[str, pd.DataFrame], write_table,
-          root: str) -> dict[Key, dict]:
+          results: dict[Key, dict[str, dict]]) -> dict[Key, dict]:
     """One forget set's tables and figures into its report directory `tmp`; returns the verdicts for its methods
-    table. `metrics`: that set's rows of the metrics table, by task."""
-    results = collect(params, root)
+    table. `metrics`: that set's rows of the metrics table, by task; `results`: its checks (`collect`)."""
     task = task_name(params)
     judged = verdicts(params, results, metrics.get(task))
     for model in params["models"]:
