@@ -98,11 +98,7 @@ def verify_sweep(params: dict, checkpoint: str, data_dir: str, splits_path: str,
     """Worst case over the hole grid: the highest forget accuracy and lowest forget FID, beside the mean."""
     from .sweep import sweep
 
-    start = time.perf_counter()
-    seed_everything(params["seed"])
-    split = _read_splits(splits_path)
-    net = _sampling_model(params, checkpoint, _device(params))
-    cfg = settings(params, net.family, "sweep")
+    start, _, split, net, _, cfg = _start(params, checkpoint, splits_path, "sweep")
     x_f, score_f = _eval_scorer(params, data_dir, split, extractor_path, "forget", cfg["images"], net.family)
     x_r, score_r = _eval_scorer(params, data_dir, split, extractor_path, "retain", cfg["images"], net.family)
     result = sweep(net, x_f, score_f, cfg["masks"], cfg["seeds"], image_size(params, net.family),
@@ -124,12 +120,8 @@ def verify_relearn(params: dict, checkpoint: str, original: str, data_dir: str, 
     from .common import reconstruct
     from .relearn import relearn
 
-    start, seed = time.perf_counter(), params["seed"]
-    seed_everything(seed)
-    split, device = _read_splits(splits_path), _device(params)
-    net = _sampling_model(params, checkpoint, device)
-    codec = _codec(params, net.family)
-    cfg, task = settings(params, net.family, "relearn"), task_name(params)
+    start, seed, split, net, codec, cfg = _start(params, checkpoint, splits_path, "relearn")
+    device, task = _device(params), task_name(params)
     x_eval, scorer = _eval_scorer(params, data_dir, split, extractor_path, "forget", cfg["images"], net.family)
     mask = _mask(params, params["task"][task], len(x_eval), net, seed)
     bs = params["generate"]["batch_size"]
