@@ -39,9 +39,11 @@ def sha256sum(path: str | Path) -> str:
     return file_digest(path, "sha256")
 
 
-def fetch_checkpoint(url: str, sha256: str, dest: str | Path, timeout: float = 120.0) -> Path:
-    """Download `url` to `dest` and verify it; a mismatch or failed transfer leaves no file behind."""
-    fetch_verified(url, sha256, dest, timeout=timeout)
+def fetch_checkpoint(url: str, sha256: str | None, dest: str | Path, timeout: float = 120.0,
+                     key: str | None = None) -> Path:
+    """Download `url` to `dest` and verify it against params `key`.sha256; a mismatch, an unpinned hash or a
+    failed transfer leaves no file behind."""
+    fetch_verified(url, sha256, dest, key, timeout)
     LOG.info("checkpoint %s verified (sha256 %s)", url, sha256)
     return Path(dest)
 
@@ -57,9 +59,7 @@ def obtain_checkpoint(spec: dict[str, Any], dest: str | Path, key: str, timeout:
             raise DataError(f"params {key}.path: no file {path}")
         verify_sha256(path, expected, key)
         return path, False
-    fetch_verified(spec["url"], expected, dest, key, timeout)
-    LOG.info("checkpoint %s verified (sha256 %s)", spec["url"], expected)
-    return Path(dest), True
+    return fetch_checkpoint(spec["url"], expected, dest, timeout, key), True
 
 
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
