@@ -158,7 +158,7 @@ def weights_stages(params: dict[str, Any]) -> list[Stage]:
 def _evaluation_stages(params: dict[str, Any], ds: str, raw: str, root: str, set_name: str | None) -> list[Stage]:
     stages, split = [], paths.splits_file(root)
     weights = list(metric_weights.downloaded(params).values())
-    reference, extractor = paths.reference_dir(root), f"data/{ds}/extractor/classifier.safetensors"
+    reference, extractor = paths.reference_dir(root), paths.extractor_file(ds)
     for model, method, variant in paths.evaluated_models(params):
         checkpoint = paths.checkpoint_file(ds, root, model, method, variant)
         sampling = _present(params, f"model.{model}", ["sampling"])
@@ -205,7 +205,7 @@ def _split_stage(params: dict[str, Any], raw: str, root: str, set_name: str | No
 def _feature_stages(params: dict[str, Any], ds: str, raw: str, root: str, set_name: str | None) -> list[Stage]:
     """One forget set's reference features and noise targets."""
     split, reference = paths.splits_file(root), paths.reference_dir(root)
-    extractor = f"data/{ds}/extractor/classifier.safetensors"
+    extractor = paths.extractor_file(ds)
     out = [Stage(_name("reference", set_name), f"{PY} reference --params params.yaml --data-dir {raw} --splits {split} "
                  f"--extractor {extractor} --out {reference} --log logs/reference/{root}.log",
                  [raw, split, extractor], ["data"], [reference])]
@@ -224,7 +224,7 @@ def verify_stages(params: dict[str, Any], ds: str, raw: str, root: str, set_name
 
     if not enabled(params):
         return []
-    out, extractor = [], f"data/{ds}/extractor/classifier.safetensors"
+    out, extractor = [], paths.extractor_file(ds)
     split, task = paths.splits_file(root), f"task.{task_name(params)}"
     for model, method, variant in verified_models(params):
         checkpoint = paths.checkpoint_file(ds, root, model, method, variant)
@@ -253,7 +253,7 @@ def stages(params: dict[str, Any]) -> list[Stage]:
     """Every job: the shared ones once (data, pre-training, extractor, report), the split's per forget set."""
     ds = params["dataset"]
     raw = f"data/{ds}/raw"
-    extractor = f"data/{ds}/extractor/classifier.safetensors"
+    extractor = paths.extractor_file(ds)
     sets = [(paths.set_root(ds, name), name) for name in set_names(params)]
     # a class-folder tree lies outside DVC: the stage re-lists it on every repro (cheap; the images are not
     # hashed), and an unchanged file list leaves every later stage cached

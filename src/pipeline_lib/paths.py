@@ -80,6 +80,11 @@ def metrics_file(root: str, model: str, method: str, variant: str, task: str) ->
     return f"results/{root}/metrics/{model}/{method}/{variant}/{task}.json"
 
 
+def extractor_file(ds: str) -> str:
+    """The pipeline's metric classifier, trained once per dataset."""
+    return f"data/{ds}/extractor/classifier.safetensors"
+
+
 def report_dir(ds: str) -> str:
     return f"results/{ds}/report"
 

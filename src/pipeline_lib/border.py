@@ -1,0 +1,81 @@
+"""How much of a class the classifier reads from the border alone: the floor of the forget-accuracy criterion.
+
+The forgetting flag asks that the classifier name the forget class less often on a model's reconstructions than
+on the original's. The classifier sees the whole image, and a hole task leaves most of it (the border) as it
+was, so erasing the hole is not enough to move that number: this module scores the ground truth with the hole
+filled with something that holds no class (black, white, uniform noise). When a black hole still reads as the
+class, only a fill that looks like another class can lower the accuracy, so a family whose fills go dark (the
+VQ-GAN's and the U-Net's) can forget the hole and still fail the flag. Read from the original model's
+reconstruction files of each set, which hold the ground truth and the evaluation mask.
+
+    python -m pipeline_lib.border --params params.yaml [--task center]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file
+
+from . import evaluate, paths
+from .splits import set_names
+
+FILLS = ("ground truth", "black", "white", "noise")
+
+
+def filled(gt: torch.Tensor, mask: torch.Tensor, fill: str, seed: int) -> torch.Tensor:
+    """uint8 images with the masked pixels replaced by `fill` (the ground truth itself for "ground truth")."""
+    hole = mask.bool()
+    if fill == "ground truth":
+        return gt
+    if fill == "noise":
+        noise = torch.randint(0, 256, gt.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+        return torch.where(hole, noise, gt)
+    return gt.masked_fill(hole, {"black": 0, "white": 255}[fill])
+
+
+def border_accuracy(recon_file: str | Path, extractor_path: str | Path, batch_size: int, seed: int) -> dict[str, float]:
+    """The classifier's accuracy on one reconstruction file's ground truth, per fill of its hole."""
+    tensors = load_file(str(recon_file))
+    out = {}
+    for fill in FILLS:
+        images = filled(tensors["gt"], tensors["mask"], fill, seed)
+        logits = evaluate.extract_features(images, extractor_path, batch_size)["logits_unbiased"]
+        out[fill] = float((logits.argmax(dim=1) == tensors["labels"]).double().mean())
+    return out
+
+
+def border_table(params: dict, task: str, extractor_path: str | Path) -> pd.DataFrame:
+    """One row per forget set and evaluation set (forget, retain): accuracy per fill of the hole."""
+    ds, model = params["dataset"], params["models"][0]
+    rows = []
+    for name in set_names(params):
+        recon = Path(paths.recon_dir(paths.set_root(ds, name), model, *paths.ORIGINAL, task))
+        for which in paths.SETS:
+            acc = border_accuracy(recon / f"{which}.safetensors", extractor_path, params["metrics"]["batch_size"],
+                                  params["seed"])
+            rows.append({"set": name or "", "images": which, **acc})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from .config import load_params
+
+    p = argparse.ArgumentParser(prog="python -m pipeline_lib.border", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--task", default=None, help="an evaluation task (default: params' first)")
+    args = p.parse_args(argv)
+    params = load_params(args.params)
+    task = args.task or params["tasks"][0]
+    table = border_table(params, task, paths.extractor_file(params["dataset"]))
+    print(table.to_markdown(index=False, floatfmt=".3f"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
