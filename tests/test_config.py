@@ -368,6 +368,25 @@ def test_per_model_settings_are_checked_and_merged():
         config.variant_name(p) for p in config.method_points("l2n", params["methods"]["l2n"])}
 
 
+def test_editing_a_familys_alpha_list_leaves_the_points_that_stay_unchanged_for_both_engines():
+    """Dropping α 1.5 and 2 from the U-Net's grid (the tuning preset to the robustness preset) must not re-run α 1:
+    the settings Snakemake compares and the keys DVC tracks hold the family's fixed settings, not its axes."""
+    params = base_params()
+    own = {"alpha": [1.0, 1.5, 2.0], "training": {"epochs": 15}, "options": {"noise_input": "image"}}
+    params["methods"]["l2n"]["per_model"]["diffusion"] = own
+    before = config.method_settings(params, "l2n", "diffusion")
+    params["methods"]["l2n"]["per_model"]["diffusion"] = {**own, "alpha": [1.0]}
+    assert config.method_settings(params, "l2n", "diffusion") == before
+    assert before["per_model"] == {"training": {"epochs": 15}, "options": {"noise_input": "image"}}
+    assert config.method_setting_keys(params, "l2n", "diffusion") == [
+        "methods.l2n.per_model.diffusion.training", "methods.l2n.per_model.diffusion.options"]
+    params["methods"]["l2n"]["per_model"]["vqgan"] = {"alpha": [1.0]}  # axes only: nothing to track
+    assert config.method_setting_keys(params, "l2n", "vqgan") == []
+    assert "per_model" not in config.method_settings(params, "l2n", "vqgan")
+    params["methods"]["l2n"]["training"] = {"epochs": 3}
+    assert config.method_setting_keys(params, "l2n", "mae") == ["methods.l2n.training"]
+
+
 def test_output_losses_on_a_sampler_need_the_full_output():
     """VQ-GAN and diffusion reconstruct by sampling: an output-space loss on them must name region full."""
     params = base_params()

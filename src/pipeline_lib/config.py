@@ -297,8 +297,20 @@ def method_settings(params: dict[str, Any], method: str, model: str | None = Non
     """A method's fixed settings (training override, options) and `model`'s `per_model` entry: what the runs
     of `method` on `model` read besides the grid (the engines re-run exactly those runs when they change)."""
     out = {k: v for k, v in params["methods"][method].items() if k in ("training", "options")}
-    own = _per_model(params, method, model)
+    own = _fixed(_per_model(params, method, model))
     return {**out, "per_model": own} if own else out
+
+
+def _fixed(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry without its grid axes: the variant name already says which point a run is, so editing the list
+    of α (adding or dropping points) must not re-run the points that stay."""
+    return {k: v for k, v in entry.items() if k not in GRID_AXES}
+
+
+def method_setting_keys(params: dict[str, Any], method: str, model: str) -> list[str]:
+    """The params keys (dotted) of `method_settings`, for DVC's per-stage params."""
+    own = [f"methods.{method}.per_model.{model}.{k}" for k in _fixed(_per_model(params, method, model))]
+    return [f"methods.{method}.{k}" for k in ("training", "options") if k in params["methods"][method]] + own
 
 
 def run_settings(params: dict[str, Any], method: str, model: str) -> tuple[dict[str, Any], dict[str, Any]]:

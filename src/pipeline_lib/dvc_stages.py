@@ -18,7 +18,7 @@ import yaml
 
 from . import metric_weights, paths
 from .atomic import write_text
-from .config import REFERENCE_METHODS, unlearn_runs
+from .config import REFERENCE_METHODS, method_setting_keys, unlearn_runs
 from .splits import set_key, set_names
 from .summary import summary_files
 
@@ -140,8 +140,7 @@ def _unlearn_stages(params: dict[str, Any], ds: str, raw: str, root: str, set_na
             f"--original {original} --data-dir {raw} --splits {split} --noise {noise}"
             f"{paths.anchor_args(root, model, method, variant)} --out {out} --log logs/unlearn/{root}/{model}/{method}/{variant}.log",
             [original, raw, split, noise, *anchors, f"{CODE}/methods", f"{CODE}/trainer.py"],
-            ["seed", "data", "unlearn", *_present(params, f"methods.{method}", ["training", "options"]),
-             *_present(params, f"methods.{method}.per_model", [model])],
+            ["seed", "data", "unlearn", *method_setting_keys(params, method, model)],
             [out, out.replace(".safetensors", ".json")]))
     return stages
 
