@@ -103,8 +103,28 @@ def test_the_setting_is_chosen_on_the_tuning_sets_only(frame):
     extra.loc[extra["set"] == "b", ["FID F", "Acc F"]] = [500.0, 0.0]  # a held-out triumph must not count
     table = tuning.tuning_table(pd.concat([df, extra], ignore_index=True), {"a": "tuning", "b": "held_out"})
     rows = table.set_index("variant")
-    assert list(rows.columns[:4]) == ["model", "method", "a", "passed"]  # only the tuning set is judged
+    assert list(rows.columns[:5]) == ["model", "method", "a", "passed", "retain kept"]  # only the tuning set
     # alpha-0.25 on a: FID ratio (2.0 + 1.0) / 2 = 1.5, accuracy (0.5 + 0.9) / 2 = 0.7 <= 0.95 * 0.9, retain 1.1
     assert rows.loc["alpha-0.25", "a"] == "pass" and rows.loc["alpha-0.25", "chosen"] == "<- chosen"
     assert rows.loc["alpha-0.1", "a"] == "forget accuracy down < 5%" and rows.loc["alpha-0.1", "chosen"] == ""
     assert rows.loc["alpha-0.25", "mean FID F ratio"] == pytest.approx(1.5)
+
+
+def test_when_no_setting_passes_the_one_that_keeps_the_retain_set_is_chosen(frame):
+    """Neither setting passes on tuning set a; the one with the larger forget-FID ratio got it by wrecking the
+    retain set (retain FID x5), so the rule takes the other: forgetting bought by breaking the model is no choice."""
+    from pipeline_lib import tuning
+
+    _, df = frame
+    runs = df[df["method"] == "l2n"]
+    kept, broken = runs.copy(), runs.copy()
+    kept["variant"], broken["variant"] = "alpha-1.0", "alpha-2.0"
+    kept["FID F"], kept["Acc F"] = 150.0, 0.9       # forget FID up, accuracy unchanged: fails on accuracy
+    broken["FID F"], broken["Acc F"], broken["FID R"] = 600.0, 0.9, 250.0  # fails on accuracy and retain
+    originals = df[df["method"] == "original"]
+    table = tuning.tuning_table(pd.concat([originals, kept, broken], ignore_index=True), {"a": "tuning"})
+    rows = table.set_index("variant")
+    assert (rows["passed"] == 0).all()
+    assert rows.loc["alpha-2.0", "mean FID F ratio"] > rows.loc["alpha-1.0", "mean FID F ratio"]
+    assert rows.loc["alpha-1.0", "retain kept"] == 1 and rows.loc["alpha-2.0", "retain kept"] == 0
+    assert rows.loc["alpha-1.0", "chosen"] == "<- chosen" and rows.loc["alpha-2.0", "chosen"] == ""
