@@ -132,7 +132,7 @@ def test_a_stale_dvc_stage_refuses_to_run(tmp_path):
     params = load_params(repo / "params.yaml")
     (tmp_path / "dvc.yaml").write_text(render(params))
     env = {"DVC_ROOT": str(tmp_path)}
-    stage = "unlearn-mae-l2n-alpha-0.25_noise-identity"
+    stage = "unlearn-mae-l2n-alpha-0.5_noise-identity"
     for name in (stage, "aggregate"):
         check_current_stage(params, {**env, "DVC_STAGE": name})
     params["methods"]["l2n"]["per_model"]["mae"] = {"training": {"epochs": 9}}
