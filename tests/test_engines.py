@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -167,6 +168,8 @@ def test_both_engines_produce_the_same_outputs_and_scores(engines):
     assert "results/fashion_mnist/report/grid_center.png" in outputs(smk)
     ablation = (smk / "results/fashion_mnist/report/table_noise_center.csv").read_text()
     assert "lowrank" in ablation and "identity" in ablation
+    floor = pd.read_csv(smk / "results/fashion_mnist/report/table_border_center.csv")
+    assert list(floor["images"]) == ["forget", "retain"] and floor["black"].between(0, 1).all()
     smk_scores, dvc_scores = scores(smk), scores(dvc)
     assert len(smk_scores) == 7
     assert smk_scores == dvc_scores  # deterministic CPU results: identical numbers from both engines

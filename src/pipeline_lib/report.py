@@ -7,7 +7,9 @@ the table; a missing metrics file is an error, not a shorter table.
 With several forget sets (`splits.sets`), `table_<task>` lists every set's runs (a `set` column; the seed is in
 the variant), each set's ablation tables and figures go to `sets/<name>/`, and `table_spread_<task>` /
 `table_heldout_<task>` give each setting's mean and spread over seeds and sets. Every run carries the
-`forgets` flag (`forgetting`); flagged runs are also listed in `failures_<task>`.
+`forgets` flag (`forgetting`); flagged runs are also listed in `failures_<task>`. `table_border_<task>` gives, per
+set, the classifier's accuracy with the filled region blanked (`border`): how low forget accuracy can go by
+erasing alone.
 
 On natural images the scores are paper 1's standard ones where the metrics files hold them (`headline_scores`).
 """
@@ -21,7 +23,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from . import forgetting, paths, spread, tuning
+from . import border, forgetting, paths, spread, tuning
 from .atomic import atomic_path, write_text
 from .config import GRID_AXES, parse_variant
 from .splits import set_names, set_spec
@@ -267,6 +269,8 @@ def write_report(params: dict[str, Any], out: str | Path, extractor_path: str | 
                 LOG.warning("%s: %s %s %s%s did not forget (%s)", task, run["model"], run["method"], run["variant"],
                             f" on set {run['set']}" if run["set"] else "", run[forgetting.COLUMN])
             _spread(params, df, task, tmp)
+            if task in params["tasks"]:  # what the classifier reads from the border alone (pipeline_lib.border)
+                _write_table(border.border_table(params, task, extractor_path), tmp, f"table_border_{task}")
             for name in names:
                 root = paths.set_root(params["dataset"], name)
                 own = df[df["set"] == (name or "")].drop(columns=["set", forgetting.COLUMN])
