@@ -128,3 +128,19 @@ def test_when_no_setting_passes_the_one_that_keeps_the_retain_set_is_chosen(fram
     assert rows.loc["alpha-2.0", "mean FID F ratio"] > rows.loc["alpha-1.0", "mean FID F ratio"]
     assert rows.loc["alpha-1.0", "retain kept"] == 1 and rows.loc["alpha-2.0", "retain kept"] == 0
     assert rows.loc["alpha-1.0", "chosen"] == "<- chosen" and rows.loc["alpha-2.0", "chosen"] == ""
+
+
+def test_the_held_out_sets_get_the_same_rule_with_retrain_beside(frame):
+    """On held-out set b the l2n runs (seeds averaged: FID 165, accuracy 0.5, retain 55) pass; a planted retrain
+    whose forget accuracy did not fall is named as failing; tuning set a is not read."""
+    from pipeline_lib import tuning
+
+    _, df = frame
+    retrain = df[(df["method"] == "original")].copy()
+    retrain["method"], retrain["variant"] = "retrain", "base"
+    retrain["FID F"] = retrain["FID F"] * 1.2
+    table = tuning.held_out_verdicts(pd.concat([df, retrain], ignore_index=True), {"a": "tuning", "b": "held_out"})
+    rows = table.set_index("method")
+    assert "a" not in table.columns and "chosen" not in table.columns
+    assert rows.loc["l2n", "b"] == "pass" and rows.loc["l2n", "passed"] == 1
+    assert rows.loc["retrain", "b"] == "forget accuracy down < 5%" and rows.loc["retrain", "passed"] == 0

@@ -226,6 +226,7 @@ def _spread(params: dict[str, Any], df: pd.DataFrame, task: str, tmp: Path) -> N
         headline = spread.held_out(table)
         headline.to_csv(tmp / f"table_heldout_{task}.csv", index=False, float_format="%.4f")
         _write_text_tables(spread.readable(headline), tmp, f"table_heldout_{task}")
+        _write_table(tuning.held_out_verdicts(df, roles), tmp, f"table_heldout_verdicts_{task}")
 
 
 def _write_text_tables(df: pd.DataFrame, tmp: Path, name: str) -> None:
