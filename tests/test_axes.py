@@ -38,7 +38,7 @@ def test_default_params_keep_their_paths_and_names():
     text = render(params)
     assert "/sets/" not in text and "seed-" not in text and "--set" not in text
     assert "--splits data/fashion_mnist/splits.json" in text
-    assert [r["variant"] for r in config.unlearn_runs(params)][0] == "alpha-0.25_noise-identity"
+    assert [r["variant"] for r in config.unlearn_runs(params)][0] == "alpha-0.5_noise-identity"
 
 
 def test_two_sets_give_two_independent_unlearning_runs_each():

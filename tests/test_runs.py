@@ -12,7 +12,7 @@ import torch
 
 from helpers import DEBIAN_DIR, base_params, fashion
 from pipeline_lib import stages
-from pipeline_lib.config import validate_params
+from pipeline_lib.config import unlearn_runs, validate_params
 from pipeline_lib.datasets import CLASSES
 from pipeline_lib.errors import DataError, ParamsError
 from pipeline_lib.models import load_model
@@ -120,13 +120,17 @@ def test_unlearn_records_its_retain_set_and_objectives(workspace):
     assert set(meta["objectives"]) >= {"loss", "forget", "retain"}
 
 
+def _default_l2n(params: dict) -> str:
+    """The MAE's l2n run of params.yaml (its α is whatever the tuning rule chose)."""
+    return next(r["variant"] for r in unlearn_runs(params) if r["model"] == "mae" and r["method"] == "l2n")
+
+
 def test_each_seed_of_the_seeds_axis_trains_its_own_run(workspace):
     """A run on the `seeds` axis trains with its seed; the run without one with params' seed, so `seeds: [0]`
     at seed 0 reproduces it."""
     root, params = workspace
-    runs = {}
-    for variant, seeds in (("alpha-0.25_noise-identity", None), ("alpha-0.25_noise-identity_seed-0", [0, 1]),
-                           ("alpha-0.25_noise-identity_seed-1", [0, 1])):
+    runs, default = {}, _default_l2n(params)
+    for variant, seeds in ((default, None), (f"{default}_seed-0", [0, 1]), (f"{default}_seed-1", [0, 1])):
         runs[variant] = load_model(_unlearn(root, {**params, **({"seeds": seeds} if seeds else {})}, "l2n", variant))
     unseeded, zero, one = (r.state_dict() for r in runs.values())
     assert all(torch.equal(unseeded[k], zero[k]) for k in unseeded)
@@ -163,7 +167,7 @@ def test_crossval_outpaints_the_models_inpainting_with_the_original(workspace, t
     params = {**params, "task": {"center": {"kind": "center", "size": 16}, "outpaint": {"kind": "outpaint", "size": 16}},
               "tasks": ["center", "outpaint"], "crossval": {"inpaint": "center", "outpaint": "outpaint"}}
     params = validate_params(params)
-    unlearned = _unlearn(root, params, "l2n", "alpha-0.25_noise-identity")
+    unlearned = _unlearn(root, params, "l2n", _default_l2n(params))
     stages.generate(params, str(unlearned), str(DEBIAN_DIR), str(root / "splits.json"), "center", str(tmp_path / "center"))
     stages.crossval(params, str(unlearned), str(root / "mae.safetensors"), str(DEBIAN_DIR), str(root / "splits.json"),
                     str(tmp_path / "xval"))

@@ -41,6 +41,7 @@ def test_run_keys_drop_numeric_axes():
 
 def test_the_summary_holds_numbers_only_and_keeps_its_keys_when_alpha_changes(in_tmp):
     params = base_params()
+    params["methods"]["l2n"]["alpha"] = [0.25]
     _write_metrics(in_tmp, params, 100.0)
     write_summaries(params)
     first = json.loads(Path(summary_file("fashion_mnist", "center")).read_text())
