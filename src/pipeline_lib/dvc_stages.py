@@ -277,7 +277,7 @@ def stages(params: dict[str, Any]) -> list[Stage]:
     out.append(Stage("aggregate", f"{PY} aggregate --params params.yaml --extractor {extractor} "
                      f"--reference {' '.join(references)} --out {report} --log logs/aggregate/{ds}.log",
                      [*paths.all_metrics(params), *paths.all_recon(params), *_all_verify(params), extractor, *references,
-                      *(f"{CODE}/{m}.py" for m in ("report", "plots", "tsne", "forgetting", "spread"))],
+                      *(f"{CODE}/{m}.py" for m in ("report", "plots", "tsne", "forgetting", "spread", "tuning", "border"))],
                      # the whole file: any params change reaches this stage, which checks dvc.yaml is current
                      [{"params.yaml": None}],
                      [report]))
