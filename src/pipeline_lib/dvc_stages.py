@@ -28,6 +28,8 @@ HEADER = """\
 # they feed; after adding or removing models, methods, grid points or tasks, regenerate, then `dvc repro`.
 """
 CODE = "src/pipeline_lib"
+#: the modules the report stage runs: a change to any of them re-runs it
+REPORT_MODULES = ("report", "plots", "tsne", "forgetting", "spread", "tuning", "border")
 PY = "python -m pipeline_lib"
 #: figures the report stage draws per task, declared as DVC plots
 PLOTS = ("grid", "alpha", "pareto")
@@ -277,7 +279,7 @@ def stages(params: dict[str, Any]) -> list[Stage]:
     out.append(Stage("aggregate", f"{PY} aggregate --params params.yaml --extractor {extractor} "
                      f"--reference {' '.join(references)} --out {report} --log logs/aggregate/{ds}.log",
                      [*paths.all_metrics(params), *paths.all_recon(params), *_all_verify(params), extractor, *references,
-                      *(f"{CODE}/{m}.py" for m in ("report", "plots", "tsne", "forgetting", "spread", "tuning", "border"))],
+                      *(f"{CODE}/{m}.py" for m in REPORT_MODULES)],
                      # the whole file: any params change reaches this stage, which checks dvc.yaml is current
                      [{"params.yaml": None}],
                      [report]))

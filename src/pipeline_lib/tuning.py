@@ -12,8 +12,9 @@ A setting *passes* on a set when, against the original model on that set,
 Per family and method, the chosen setting passes on the most tuning sets; ties go to the setting that keeps
 the retain FID within tolerance on more sets, then to the higher mean forget-FID ratio. The middle key matters
 when no setting passes: without it the tie went to the largest α, whose forget FID rises most because it breaks
-the model (on the U-Net, α 2 multiplied the retain FID by 5). The rule reads only numbers the report already has. The report applies the same rule to the held-out sets
-(`held_out_verdicts`, retrain included) to say which family forgets on which of them.
+the model (on the U-Net, α 2 multiplied the retain FID by 5). The rule reads only numbers the report already
+has. The report applies the same rule to the held-out sets (`held_out_verdicts`, retrain included) to say
+which family forgets on which of them.
 """
 
 from __future__ import annotations
