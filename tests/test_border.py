@@ -81,3 +81,14 @@ def test_the_table_reads_each_named_sets_original_reconstructions(tmp_path, extr
                                                          ("b", "retain")]
     assert list(table.columns[2:]) == list(border.FILLS)
     assert table[list(border.FILLS)].stack().between(0, 1).all()
+
+
+def test_the_command_names_a_missing_reconstruction_instead_of_a_traceback(tmp_path, monkeypatch, capsys):
+    """Before a run (a fresh clone), the command says which file is missing and what makes it."""
+    from helpers import PARAMS_PATH
+
+    monkeypatch.chdir(tmp_path)
+    assert border.main(["--params", str(PARAMS_PATH)]) == 2
+    err = capsys.readouterr().err
+    assert "results/fashion_mnist/recon/mae/original/base/center/forget.safetensors is missing" in err
+    assert "generate stage" in err and "Traceback" not in err

@@ -13,6 +13,7 @@ reconstruction files of each set, which hold the ground truth and the evaluation
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from . import evaluate, paths
+from .errors import DataError
 from .splits import set_names
 
 FILLS = ("ground truth", "black", "white", "noise")
@@ -38,6 +40,8 @@ def filled(gt: torch.Tensor, mask: torch.Tensor, fill: str, seed: int) -> torch.
 
 def border_accuracy(recon_file: str | Path, extractor_path: str | Path, batch_size: int, seed: int) -> dict[str, float]:
     """The classifier's accuracy on one reconstruction file's ground truth, per fill of its hole."""
+    if not Path(recon_file).is_file():
+        raise DataError(f"reconstruction file {recon_file} is missing: run the workflow (its generate stage) first")
     tensors = load_file(str(recon_file))
     out = {}
     for fill in FILLS:
@@ -72,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     params = load_params(args.params)
     task = args.task or params["tasks"][0]
-    table = border_table(params, task, paths.extractor_file(params["dataset"]))
+    try:
+        table = border_table(params, task, paths.extractor_file(params["dataset"]))
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(table.to_markdown(index=False, floatfmt=".3f"))
     return 0
 
