@@ -309,8 +309,9 @@ def _fixed(entry: dict[str, Any]) -> dict[str, Any]:
 
 def method_setting_keys(params: dict[str, Any], method: str, model: str) -> list[str]:
     """The params keys (dotted) of `method_settings`, for DVC's per-stage params."""
-    own = [f"methods.{method}.per_model.{model}.{k}" for k in _fixed(_per_model(params, method, model))]
-    return [f"methods.{method}.{k}" for k in ("training", "options") if k in params["methods"][method]] + own
+    settings = method_settings(params, method, model)
+    own = [f"methods.{method}.per_model.{model}.{k}" for k in settings.pop("per_model", {})]
+    return [f"methods.{method}.{k}" for k in settings] + own
 
 
 def run_settings(params: dict[str, Any], method: str, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
