@@ -259,11 +259,12 @@ def f1(theta):
     return ((theta - A) ** 2).sum()
 
 
-def run_toy(mode, epsilon=None, steps=1500, lr=0.02, start=(1.5, -1.5)):
+def run_toy(mode, epsilon=None, steps=1500, lr=0.02, start=(1.5, -1.5), **options):
     """Plain gradient descent along the update of Algorithm 1 on f1 = |θ − a|², f2 = |θ − b|²."""
     theta, etas = torch.tensor(start, dtype=torch.float64), []
     for _ in range(steps):
-        g, eta, _ = controllable_update(2 * (theta - A), 2 * (theta - B), f1(theta), mode, epsilon=epsilon)
+        g, eta, _ = controllable_update(2 * (theta - A), 2 * (theta - B), f1(theta), mode, epsilon=epsilon,
+                                        **options)
         etas.append(float(eta))
         theta = theta - lr * g
     return theta, etas
@@ -295,6 +296,20 @@ def test_epsilon_mode_lets_f1_rise_when_below_epsilon():
     """Started at a (f1 = 0 < ε), the update must move away from a toward b until f1 = ε."""
     theta, _ = run_toy("epsilon", epsilon=2.0, start=(0.0, 0.0))
     assert float(f1(theta)) == pytest.approx(2.0, abs=1e-3) and distance_to_segment(theta) < 1e-4
+
+
+def test_eta_max_turns_a_diverging_phase_ii_into_one_that_lands_on_epsilon():
+    """Far from ε, η ≈ β·(f1 − ε) overshoots, the next f1 is larger and so is the next η: the run blows up.
+    Bounding η (the paper's sup η_t < ∞) keeps the far steps stable; near ε the bound is inactive and f1
+    settles on ε as without it."""
+    (epsilon,) = epsilon_levels(float(f1(A)), float(f1(B)), [0.5])
+    wild, etas = run_toy("epsilon", epsilon=epsilon, steps=30, start=(6.0, -6.0), beta=5.0)
+    assert not torch.isfinite(f1(wild)) or float(f1(wild)) > 1e6, (wild, etas[-3:])
+    tame, etas = run_toy("epsilon", epsilon=epsilon, start=(6.0, -6.0), beta=5.0, eta_max=10.0)
+    assert max(etas) == pytest.approx(10.0) and min(etas) >= 0.0
+    assert float(f1(tame)) == pytest.approx(epsilon, abs=1e-3) and distance_to_segment(tame) < 1e-4
+    with pytest.raises(ValueError, match="eta_max"):
+        build_method("controllable", *linear_pair(), alpha=1.0, norm="l2", psi="epsilon", epsilon=1.0, eta_max=0)
 
 
 def test_sqp_direction_is_the_projection_onto_the_constraint_and_eta_is_never_negative():

@@ -41,9 +41,10 @@ DEFAULT_DELTA = {"highest": 2.0, "lowest": 2.0, "epsilon": 1.0}
 
 
 def sqp_direction(grad_obj: torch.Tensor, grad_con: torch.Tensor, psi: float | torch.Tensor,
-                  varpi: float = VARPI) -> tuple[torch.Tensor, torch.Tensor]:
-    """Algorithm 1 lines 8–9 on flat vectors: (g, η) for min obj s.t. ∇con·g ≥ ψ; η ≥ 0 always."""
-    eta = ((psi - grad_obj @ grad_con) / (grad_con @ grad_con + varpi)).clamp_min(0.0)
+                  varpi: float = VARPI, eta_max: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Algorithm 1 lines 8–9 on flat vectors: (g, η) for min obj s.t. ∇con·g ≥ ψ; η ≥ 0 always, and
+    η ≤ eta_max when given (the bound sup η_t < ∞ that the paper's Phase II convergence result assumes)."""
+    eta = ((psi - grad_obj @ grad_con) / (grad_con @ grad_con + varpi)).clamp(0.0, eta_max)
     return grad_obj + eta * grad_con, eta
 
 
@@ -67,14 +68,14 @@ def control_psi(mode: str, f1: float | torch.Tensor, grad_f1: torch.Tensor, grad
 
 def controllable_update(grad_f1: torch.Tensor, grad_f2: torch.Tensor, f1: float | torch.Tensor, mode: str,
                         alpha: float = 1.0, beta: float = 1.0, delta: float | None = None,
-                        epsilon: float | None = None, scaled: bool = True,
-                        varpi: float = VARPI) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        epsilon: float | None = None, scaled: bool = True, varpi: float = VARPI,
+                        eta_max: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The update direction g of one step from flat gradients of f1 and f2: returns (g, η, ψ)."""
     psi = control_psi(mode, f1, grad_f1, grad_f2, alpha, beta, delta, epsilon, scaled)
     if mode == "lowest":
-        g, eta = sqp_direction(grad_f1, grad_f2, psi, varpi)
+        g, eta = sqp_direction(grad_f1, grad_f2, psi, varpi, eta_max)
     else:
-        g, eta = sqp_direction(grad_f2, grad_f1, psi, varpi)
+        g, eta = sqp_direction(grad_f2, grad_f1, psi, varpi, eta_max)
     return g, eta, psi
 
 
@@ -106,14 +107,16 @@ class ControllableUnlearning(UnlearningMethod):
     """Options: psi ("highest" | "lowest" | "epsilon"), alpha (Phase I ψ coefficient), delta (ψ exponent;
     default 2 in Phase I, 1 in Phase II), beta and epsilon (Phase II), scaled (Phase II ψ × ‖∇f1‖²), space
     ("output" | "encoder"), forget_target ("teacher" | "noise"), region ("hidden" | "full"), scope (trained
-    parameters; default the whole model for space "output", the encoder for space "encoder")."""
+    parameters; default the whole model for space "output", the encoder for space "encoder"), eta_max (an
+    upper bound on η; default none, as Algorithm 1: Phase II's η ≈ β·(f1 − ε) has no bound of its own, and
+    the paper's Phase II convergence result assumes one, sup η_t = η_max < ∞)."""
 
     name = "controllable"
 
     def __init__(self, model: I2IModel, teacher: I2IModel | None = None, alpha: float = 1.0, norm: str = "l2",
                  psi: str = "highest", delta: float | None = None, beta: float = 1.0, epsilon: float | None = None,
                  scaled: bool = True, space: str = "output", forget_target: str = "teacher",
-                 region: str = "hidden", scope: str | None = None):
+                 region: str = "hidden", scope: str | None = None, eta_max: float | None = None):
         if psi not in MODES:
             raise ValueError(f"unknown control mode '{psi}': expected one of {', '.join(MODES)}")
         if space not in SPACES:
@@ -133,7 +136,10 @@ class ControllableUnlearning(UnlearningMethod):
                 raise ValueError("control mode 'epsilon' needs a value for epsilon (see epsilon_levels)")
             if beta <= 0 or delta <= 0:
                 raise ValueError(f"Phase II needs beta > 0 and delta > 0 (got beta={beta}, delta={delta})")
+        if eta_max is not None and not eta_max > 0:
+            raise ValueError(f"eta_max must be > 0 (got {eta_max})")
         super().__init__(model, teacher, alpha=alpha, norm=norm)
+        self.eta_max = None if eta_max is None else float(eta_max)
         self.psi, self.delta, self.beta, self.epsilon, self.scaled = psi, delta, beta, epsilon, scaled
         self.space, self.forget_target, self.region = space, forget_target, region
         self.scope = scope or ("encoder" if space == "encoder" else "model")
@@ -147,7 +153,8 @@ class ControllableUnlearning(UnlearningMethod):
         if self.psi != "epsilon":
             return None
         return (f"Phase II's step grows with beta * (f1 - epsilon) (beta = {self.beta:g}): lower 'beta' in the "
-                f"method's options (e.g. methods.controllable.per_model.<family>.options.beta) or the learning rate")
+                f"method's options (e.g. methods.controllable.per_model.<family>.options.beta), bound the step "
+                f"with 'eta_max' there, or lower the learning rate")
 
     def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         if self.space == "encoder":
@@ -173,7 +180,7 @@ class ControllableUnlearning(UnlearningMethod):
         grad_f2 = _flat(loss_gradients(losses["retain"], params, retain_graph=False))
         g, eta, psi = controllable_update(grad_f1, grad_f2, losses["forget"].detach().float(), self.psi,
                                           alpha=self.alpha, beta=self.beta, delta=self.delta,
-                                          epsilon=self.epsilon, scaled=self.scaled)
+                                          epsilon=self.epsilon, scaled=self.scaled, eta_max=self.eta_max)
         set_gradients(params, _unflat(g, params))
         # diagnostics, recorded by the trainer with the step's losses
         losses["eta"] = eta.detach()
