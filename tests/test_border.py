@@ -92,3 +92,6 @@ def test_the_command_names_a_missing_reconstruction_instead_of_a_traceback(tmp_p
     err = capsys.readouterr().err
     assert "results/fashion_mnist/recon/mae/original/base/center/forget.safetensors is missing" in err
     assert "generate stage" in err and "Traceback" not in err
+    (tmp_path / "bad.yaml").write_text("seed: [\n")
+    assert border.main(["--params", "bad.yaml"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from . import evaluate, paths
-from .errors import DataError
+from .errors import DataError, PipelineError
 from .splits import set_names
 
 FILLS = ("ground truth", "black", "white", "noise")
@@ -73,11 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--task", default=None, help="an evaluation task (default: params' first)")
     args = p.parse_args(argv)
-    params = load_params(args.params)
-    task = args.task or params["tasks"][0]
-    try:
-        table = border_table(params, task, paths.extractor_file(params["dataset"]))
-    except DataError as err:
+    try:  # bad params or a missing file: one line naming it, not a traceback
+        params = load_params(args.params)
+        table = border_table(params, args.task or params["tasks"][0], paths.extractor_file(params["dataset"]))
+    except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(table.to_markdown(index=False, floatfmt=".3f"))
