@@ -301,4 +301,6 @@ def test_the_spread_table_pools_seeds_with_the_gap_to_retrain():
     assert l2n["probe recall F"].startswith("0.700 ± 1.27")  # t(0.975, 1) * 0.1414 / sqrt(2) = 1.271
     assert l2n["probe recall F - retrain"].startswith("0.400 ± ")
     assert l2n["relearn steps K=10 - retrain"].startswith("-35.000 ± ")  # capped retrain counts as 50 steps
+    assert table.loc["retrain", "relearn steps K=10"] == "50.000 (1/1 at the cap)"
+    assert "cap" not in l2n["relearn steps K=10"] and "relearn capped K=10" not in table.columns
     assert table.loc["original", "runs"] == 1 and "±" not in table.loc["original", "probe recall F"]

@@ -167,6 +167,10 @@ def write(params: dict[str, Any], tmp: Path, metrics: dict[str, pd.DataFrame], w
     return judged
 
 
+#: marks, per K, a relearning run that hit the step cap (its figure is the cap, a lower bound)
+CAPPED = "relearn capped"
+
+
 def _figures(checks: dict[str, dict]) -> dict[str, float]:
     """The figures of one model's checks that the spread table averages (higher = more of the class, except
     the relearn steps)."""
@@ -177,6 +181,7 @@ def _figures(checks: dict[str, dict]) -> dict[str, float]:
         out["worst Acc F"] = checks["sweep"]["worst"]["accuracy"]
     for run in checks.get("relearn", {}).get("runs", []):
         out[f"relearn steps K={run['K']}"] = float(effective_steps(run))
+        out[f"{CAPPED} K={run['K']}"] = run["capped"]
     if "membership" in checks:
         out["MIA AUC"] = checks["membership"]["auc"]
     return out
@@ -194,9 +199,11 @@ def spread_table(per_set: dict[str | None, tuple[dict[Key, dict], dict[Key, dict
             retrain = _figures(results.get((model, "retrain", "base"), {}))
             records.append({"model": model, "method": method, "setting": spread.setting_of(method, variant),
                             "verdict": judged[key]["verdict"], **own,
-                            **{f"{f} - retrain": v - retrain[f] for f, v in own.items() if f in retrain}})
+                            **{f"{f} - retrain": v - retrain[f] for f, v in own.items()
+                               if f in retrain and not f.startswith(CAPPED)}})
     df = pd.DataFrame(records)
-    figures = [c for c in df.columns if c not in ("model", "method", "setting", "verdict")]
+    capped = [c for c in df.columns if c.startswith(CAPPED)]
+    figures = [c for c in df.columns if c not in ("model", "method", "setting", "verdict", *capped)]
     rows = []
     for (model, method, setting), runs in df.groupby(["model", "method", "setting"], sort=False):
         verdicts = runs["verdict"].value_counts()
@@ -205,5 +212,9 @@ def spread_table(per_set: dict[str | None, tuple[dict[Key, dict], dict[Key, dict
         for figure in figures:
             mean, half = spread.ci95(runs[figure])
             row[figure] = ("" if pd.isna(mean) else f"{mean:.3f}") + ("" if pd.isna(half) else f" ± {half:.3f}")
+        for column in capped:
+            at_cap = int(runs[column].eq(True).sum())
+            if at_cap:  # the cap stands in for these runs' relearn time: the mean is a lower bound
+                row[column.replace(CAPPED, "relearn steps")] += f" ({at_cap}/{len(runs)} at the cap)"
         rows.append(row)
     return pd.DataFrame(rows)
