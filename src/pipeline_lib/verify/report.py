@@ -104,20 +104,29 @@ def plot_relearn(model: str, results: dict[Key, dict], out_png: Path) -> None:
     fig, axes = plt.subplots(1, max(1, len(ks)), figsize=(4.5 * max(1, len(ks)), 3.4), squeeze=False)
     if not keys:
         _say(axes[0, 0], "no relearning check")
+    # one colour and one legend entry per setting: its seeds share them (a legend per run outgrows the figure)
+    settings = list(dict.fromkeys((key[1], spread.setting_of(key[1], key[2])) for key in keys))
+    colours = plt.get_cmap("tab20" if len(settings) > 10 else "tab10")
     for i, k in enumerate(ks):
         ax = axes[0, i]
+        labelled = set()
         for key in keys:
             run = results[key]["relearn"]["runs"][i]
             steps, values = zip(*run["curve"])
-            label = key[1] if key[2] == "base" else f"{key[1]} {key[2]}"
-            ax.plot(steps, values, marker="o", ms=3, label=label)
+            setting = (key[1], spread.setting_of(key[1], key[2]))
+            runs = sum(1 for other in keys if (other[1], spread.setting_of(other[1], other[2])) == setting)
+            label = setting[0] if setting[1] == "base" else f"{setting[0]} {setting[1]}"
+            label += f" ({runs} runs)" if runs > 1 else ""
+            ax.plot(steps, values, marker="o", ms=3, color=colours(settings.index(setting) % colours.N),
+                    label=None if setting in labelled else label)
+            labelled.add(setting)
         run = results[keys[0]]["relearn"]["runs"][i]
         ax.axhline(run["target"], color="k", lw=0.8, ls="--")
         ax.set_title(f"{model}: relearning on K={k} forget images", fontsize=9)
         ax.set_xlabel("fine-tuning steps")
         ax.set_ylabel(f"held-out forget {results[keys[0]]['relearn']['metric']}")
     if keys:
-        axes[0, -1].legend(fontsize=6, loc="best")
+        axes[0, -1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     _save(fig, out_png)
 
 
