@@ -304,3 +304,21 @@ def test_the_spread_table_pools_seeds_with_the_gap_to_retrain():
     assert table.loc["retrain", "relearn steps K=10"] == "50.000 (1/1 at the cap)"
     assert "cap" not in l2n["relearn steps K=10"] and "relearn capped K=10" not in table.columns
     assert table.loc["original", "runs"] == 1 and "±" not in table.loc["original", "probe recall F"]
+
+
+def test_the_relearning_figure_gives_the_seeds_of_a_setting_one_colour_and_one_legend_entry(tmp_path, monkeypatch):
+    """Three seeds and twenty settings would otherwise give a legend per run that covers the panels."""
+    from pipeline_lib import plots
+    from pipeline_lib.verify import report as vreport
+
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, out: drawn.update(fig=fig))
+    run = {"runs": [{"K": 10, "curve": [[0, 0.5], [10, 0.9]], "target": 0.9}], "metric": "accuracy"}
+    results = {("mae", "l2n", f"alpha-0.25_noise-identity_seed-{s}"): {"relearn": run} for s in (0, 1, 2)}
+    results[("mae", "retrain", "base")] = {"relearn": run}
+    vreport.plot_relearn("mae", results, tmp_path / "relearn_mae.png")
+    ax = drawn["fig"].axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["l2n alpha-0.25_noise-identity (3 runs)", "retrain"]
+    colours = [line.get_color() for line in ax.get_lines()[:4]]
+    assert colours[0] == colours[1] == colours[2] != colours[3]
