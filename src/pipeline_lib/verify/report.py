@@ -7,6 +7,7 @@ Only the models params asks for are read; a missing check file is an error namin
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,9 @@ def plot_relearn(model: str, results: dict[Key, dict], out_png: Path) -> None:
     if not keys:
         _say(axes[0, 0], "no relearning check")
     # one colour and one legend entry per setting: its seeds share them (a legend per run outgrows the figure)
-    settings = list(dict.fromkeys((key[1], spread.setting_of(key[1], key[2])) for key in keys))
+    setting = {key: (key[1], spread.setting_of(key[1], key[2])) for key in keys}
+    settings = list(dict.fromkeys(setting.values()))
+    runs = Counter(setting.values())
     colours = plt.get_cmap("tab20" if len(settings) > 10 else "tab10")
     for i, k in enumerate(ks):
         ax = axes[0, i]
@@ -113,13 +116,12 @@ def plot_relearn(model: str, results: dict[Key, dict], out_png: Path) -> None:
         for key in keys:
             run = results[key]["relearn"]["runs"][i]
             steps, values = zip(*run["curve"])
-            setting = (key[1], spread.setting_of(key[1], key[2]))
-            runs = sum(1 for other in keys if (other[1], spread.setting_of(other[1], other[2])) == setting)
-            label = setting[0] if setting[1] == "base" else f"{setting[0]} {setting[1]}"
-            label += f" ({runs} runs)" if runs > 1 else ""
-            ax.plot(steps, values, marker="o", ms=3, color=colours(settings.index(setting) % colours.N),
-                    label=None if setting in labelled else label)
-            labelled.add(setting)
+            method, variant = setting[key]
+            label = method if variant == "base" else f"{method} {variant}"
+            label += f" ({runs[setting[key]]} runs)" if runs[setting[key]] > 1 else ""
+            ax.plot(steps, values, marker="o", ms=3, color=colours(settings.index(setting[key]) % colours.N),
+                    label=None if setting[key] in labelled else label)
+            labelled.add(setting[key])
         run = results[keys[0]]["relearn"]["runs"][i]
         ax.axhline(run["target"], color="k", lw=0.8, ls="--")
         ax.set_title(f"{model}: relearning on K={k} forget images", fontsize=9)
@@ -176,10 +178,6 @@ def write(params: dict[str, Any], tmp: Path, metrics: dict[str, pd.DataFrame], w
     return judged
 
 
-#: marks, per K, a relearning run that hit the step cap (its figure is the cap, a lower bound)
-CAPPED = "relearn capped"
-
-
 def _figures(checks: dict[str, dict]) -> dict[str, float]:
     """The figures of one model's checks that the spread table averages (higher = more of the class, except
     the relearn steps)."""
@@ -190,10 +188,14 @@ def _figures(checks: dict[str, dict]) -> dict[str, float]:
         out["worst Acc F"] = checks["sweep"]["worst"]["accuracy"]
     for run in checks.get("relearn", {}).get("runs", []):
         out[f"relearn steps K={run['K']}"] = float(effective_steps(run))
-        out[f"{CAPPED} K={run['K']}"] = run["capped"]
     if "membership" in checks:
         out["MIA AUC"] = checks["membership"]["auc"]
     return out
+
+
+def _at_cap(checks: dict[str, dict]) -> set[str]:
+    """The relearn figures of `_figures` that are the step cap standing in for a run that never got back."""
+    return {f"relearn steps K={run['K']}" for run in checks.get("relearn", {}).get("runs", []) if run["capped"]}
 
 
 def spread_table(per_set: dict[str | None, tuple[dict[Key, dict], dict[Key, dict]]]) -> pd.DataFrame:
@@ -207,12 +209,10 @@ def spread_table(per_set: dict[str | None, tuple[dict[Key, dict], dict[Key, dict
             own = _figures(checks)
             retrain = _figures(results.get((model, "retrain", "base"), {}))
             records.append({"model": model, "method": method, "setting": spread.setting_of(method, variant),
-                            "verdict": judged[key]["verdict"], **own,
-                            **{f"{f} - retrain": v - retrain[f] for f, v in own.items()
-                               if f in retrain and not f.startswith(CAPPED)}})
+                            "verdict": judged[key]["verdict"], "at cap": _at_cap(checks), **own,
+                            **{f"{f} - retrain": v - retrain[f] for f, v in own.items() if f in retrain}})
     df = pd.DataFrame(records)
-    capped = [c for c in df.columns if c.startswith(CAPPED)]
-    figures = [c for c in df.columns if c not in ("model", "method", "setting", "verdict", *capped)]
+    figures = [c for c in df.columns if c not in ("model", "method", "setting", "verdict", "at cap")]
     rows = []
     for (model, method, setting), runs in df.groupby(["model", "method", "setting"], sort=False):
         verdicts = runs["verdict"].value_counts()
@@ -221,9 +221,7 @@ def spread_table(per_set: dict[str | None, tuple[dict[Key, dict], dict[Key, dict
         for figure in figures:
             mean, half = spread.ci95(runs[figure])
             row[figure] = ("" if pd.isna(mean) else f"{mean:.3f}") + ("" if pd.isna(half) else f" ± {half:.3f}")
-        for column in capped:
-            at_cap = int(runs[column].eq(True).sum())
-            if at_cap:  # the cap stands in for these runs' relearn time: the mean is a lower bound
-                row[column.replace(CAPPED, "relearn steps")] += f" ({at_cap}/{len(runs)} at the cap)"
+        for figure, at_cap in Counter(f for capped in runs["at cap"] for f in capped).items():
+            row[figure] += f" ({at_cap}/{len(runs)} at the cap)"  # the cap stands in: the mean is a lower bound
         rows.append(row)
     return pd.DataFrame(rows)
