@@ -18,6 +18,7 @@ test: env data-package
 
 lint: env
 	snakemake --lint && snakefmt --check Snakefile workflow/rules
+	ruff check --select F src tests/*.py bench
 
 # dvc.yaml lists one stage per job; rewrite it after changing which models, methods, grid points or tasks exist
 dvc.yaml: env

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from pipeline_lib import covariance as cv
+from pipeline_lib.noise import covariance as cv
 
 MiB, GiB = 2**20, 2**30
 

@@ -33,11 +33,12 @@ from dataclasses import dataclass
 import torch
 from tabulate import tabulate
 
-from pipeline_lib import backends, distributed
-from pipeline_lib.loaders import BalancedLoader, mask_sampler
+from pipeline_lib.params.runtime import numerics
+from pipeline_lib.runtime import backends, distributed
+from pipeline_lib.training.loaders import BalancedLoader, mask_sampler
 from pipeline_lib.methods import build_method
 from pipeline_lib.models import build_model
-from pipeline_lib.trainer import _step, build_optimizer
+from pipeline_lib.training.trainer import _step, build_optimizer
 
 VIT_L = dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16, decoder_embed_dim=512, decoder_depth=8,
              decoder_num_heads=16, mlp_ratio=4.0, norm_pix_loss=True)
@@ -95,7 +96,7 @@ def _cases(tiny: bool) -> list[Case]:
 def _setup(case: Case, device: torch.device, steps: int):
     """Student, objective, optimizer and the batches of `steps` steps (on the device), as the unlearn stage
     builds them; each process of a data-parallel run takes its share of every global batch."""
-    settings = backends.configure({"runtime": case.runtime}, device)
+    settings = backends.configure(device, **numerics({"runtime": case.runtime}))
     torch.manual_seed(0)
     teacher = build_model(case.family, case.arch, case.size, in_chans=3).to(device)
     teacher = backends.prepare(teacher, settings, teacher.convolutional)

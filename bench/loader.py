@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-from pipeline_lib import datasets, image_folder
-from pipeline_lib.loaders import BalancedLoader, mask_sampler
+from pipeline_lib.data import image_folder
+from pipeline_lib.training.loaders import BalancedLoader, mask_sampler
 from pipeline_lib.methods import build_method
 from pipeline_lib.models import build_model
+from pipeline_lib.params import dataset
 
 VIT_B = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, decoder_embed_dim=512, decoder_depth=8,
              decoder_num_heads=16, mlp_ratio=4.0, norm_pix_loss=False)
@@ -54,9 +55,9 @@ def loader_rate(root: Path, size: int, rounds: int = 3) -> float:
     params = {"data": {"kind": "image_folder", "image_size": size, "mean": None, "std": None}}
     raw = root / "raw"
     image_folder.record(str(root), raw)
-    reader = datasets.reader(params, raw)
+    reader = dataset.reader(params, raw)
     images = reader.images(torch.arange(len(reader.labels(True))), True)
-    codec = datasets.ImageCodec.from_params(params, "mae")
+    codec = dataset.codec(params, "mae")
     best = 0.0
     for _ in range(rounds):
         start = time.perf_counter()
@@ -93,7 +94,7 @@ def step_rate(size: int, batch: int, steps: int, device: torch.device) -> float:
 
 RSS_PROBE = """
 import sys
-from pipeline_lib.image_folder import record
+from pipeline_lib.data.image_folder import record
 record(sys.argv[1], sys.argv[2])
 for line in open("/proc/self/status"):
     if line.startswith("VmHWM:"):

@@ -19,7 +19,8 @@ from typing import Iterator
 import torch
 import yaml
 
-from pipeline_lib import datasets
+from pipeline_lib.data import datasets
+from pipeline_lib.params import dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_PATH = REPO_ROOT / "params.yaml"
@@ -68,7 +69,7 @@ def fashion_subset(n: int, train: bool = True, classes: list[int] | None = None,
 
 
 def codec(params: dict | None = None) -> datasets.ImageCodec:
-    return datasets.ImageCodec.from_params(params or base_params())
+    return dataset.codec(params or base_params())
 
 
 @contextlib.contextmanager
@@ -189,8 +190,8 @@ def temp_leftovers(directory: Path) -> list[str]:
 def train_l2n_briefly(model, steps: int = 3, batch: int = 8, ratio: float = 0.75, optimizer: dict | None = None):
     """A few real l2n steps (trainer.fit, BalancedLoader, Fashion-MNIST) on `model`; returns
     (objective, state before, teacher state before, state after) for encoder-only checks."""
-    from pipeline_lib import trainer
-    from pipeline_lib.loaders import BalancedLoader, mask_sampler
+    from pipeline_lib.training import trainer
+    from pipeline_lib.training.loaders import BalancedLoader, mask_sampler
     from pipeline_lib.methods import build_method
 
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -12,10 +12,12 @@ import yaml
 
 from helpers import base_params, make_project, run
 from test_engines import init_dvc_repo
-from pipeline_lib import config, paths
-from pipeline_lib.dvc_stages import render, stages
-from pipeline_lib.errors import ParamsError
-from pipeline_lib.splits import resolve_classes, set_names
+from pipeline_lib.params import grid as config
+from pipeline_lib.params import load, paths
+from pipeline_lib.engines.dvc_yaml import render, stages
+from pipeline_lib.runtime.errors import ParamsError
+from pipeline_lib.params.sets import resolve_classes, set_names
+import pipeline_lib.stages.data  # noqa: F401
 
 SETS = {"trouser-bag": {"forget": ["Trouser", "Bag"], "retain": ["T-shirt/top", "Pullover", "Sneaker", "Ankle boot"],
                         "role": "tuning"},
@@ -29,11 +31,11 @@ def with_axes(params: dict, seeds: list[int] | None = (0, 1)) -> dict:
     params["splits"]["sets"] = yaml.safe_load(yaml.safe_dump(SETS))
     if seeds is not None:
         params["seeds"] = list(seeds)
-    return config.validate_params(params)
+    return load.validate_params(params)
 
 
 def test_default_params_keep_their_paths_and_names():
-    params = config.validate_params(base_params())
+    params = load.validate_params(base_params())
     assert set_names(params) == [None] and paths.set_roots(params) == ["fashion_mnist"]
     text = render(params)
     assert "/sets/" not in text and "seed-" not in text and "--set" not in text
@@ -70,7 +72,7 @@ def test_two_seeds_give_two_runs_each():
     params["seeds"] = [0, 1]
     params["models"] = ["mae"]
     params["methods"] = {"l2n": {"alpha": [0.25]}, "controllable": {"alpha": [1.0], "eps": [0.5]}}
-    runs = config.unlearn_runs(config.validate_params(params))
+    runs = config.unlearn_runs(load.validate_params(params))
     assert [r["variant"] for r in runs] == [
         "alpha-0.25_seed-0", "alpha-0.25_seed-1",
         "alpha-1.0_psi-highest_seed-0", "alpha-1.0_psi-highest_seed-1",
@@ -95,16 +97,16 @@ def test_bad_axes_fail_naming_the_key(edit, needle):
     params = with_axes(base_params())
     edit(params)
     with pytest.raises(ParamsError, match=re.escape(needle)):
-        config.validate_params(params)
+        load.validate_params(params)
 
 
 def test_the_splits_stage_needs_the_set_it_writes(tmp_path):
-    from pipeline_lib import stages as stage_fns
+    from pipeline_lib import stages
 
     params = with_axes(base_params())
     for name, why in ((None, "name one with --set"), ("nope", "not 'nope'")):
         with pytest.raises(ParamsError, match=why):
-            stage_fns.splits(params, "unused", str(tmp_path / "splits.json"), name)
+            stages.data.splits(params, "unused", str(tmp_path / "splits.json"), name)
 
 
 def _planned(log: str) -> set[str]:
@@ -166,7 +168,7 @@ def test_both_engines_plan_the_same_commands_and_rerun_only_the_changed_set(tmp_
 
 def test_verification_runs_on_every_forget_set_against_its_own_retrain():
     """The checks run per set: each set's l2n runs and retrain, the shared original, under the set's paths."""
-    from pipeline_lib.verify.settings import all_verify
+    from pipeline_lib.params.verify import all_verify
 
     params = base_params()
     params["methods"]["retrain"] = {}

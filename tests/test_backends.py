@@ -1,4 +1,4 @@
-"""Backend settings (`pipeline_lib.backends`): chosen from params on CUDA, no effect at all on the CPU (a training
+"""Backend settings (`pipeline_lib.runtime.backends`): chosen from params on CUDA, no effect at all on the CPU (a training
 step is bitwise the same with and without them), and recorded in what the stages write."""
 
 from __future__ import annotations
@@ -8,12 +8,13 @@ import contextlib
 import pytest
 import torch
 
-from pipeline_lib import backends
-from pipeline_lib.loaders import ImageLoader, mask_sampler
+from pipeline_lib.params.runtime import numerics
+from pipeline_lib.runtime import backends
+from pipeline_lib.training.loaders import ImageLoader, mask_sampler
 from pipeline_lib.models import build_model
 from pipeline_lib.models.base import FamilyObjective
-from pipeline_lib.runtime import seed_everything
-from pipeline_lib.trainer import fit
+from pipeline_lib.runtime.devices import seed_everything
+from pipeline_lib.training.trainer import fit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -45,7 +46,7 @@ def _train(runtime: dict | None) -> dict[str, torch.Tensor]:
     net = build_model("diffusion", TINY_UNET, 16, in_chans=1)
     amp = False
     if runtime is not None:
-        settings = backends.configure({"runtime": runtime}, torch.device("cpu"))
+        settings = backends.configure(torch.device("cpu"), **numerics({"runtime": runtime}))
         net, amp = backends.prepare(net, settings, net.convolutional), runtime["amp"]
     data = torch.randn(8, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     loader = ImageLoader(data, 4, g, mask_fn=mask_sampler({"kind": "center", "size": 8}, 16, 1, g))
@@ -66,7 +67,7 @@ def test_settings_on_the_cpu_leave_training_bitwise_unchanged():
 
 
 def test_the_cpu_record_says_what_did_not_apply():
-    settings = backends.configure({"runtime": ALL_ON}, torch.device("cpu"))
+    settings = backends.configure(torch.device("cpu"), **numerics({"runtime": ALL_ON}))
     assert (settings.amp, settings.channels_last, settings.tf32, settings.cudnn_benchmark) == (False,) * 4
     block = backends.record(settings)
     assert block["device"] == "cpu" and block["torch"] == torch.__version__
@@ -78,10 +79,10 @@ def test_cuda_flags_follow_params_and_default_to_full_float32():
     """Setting the flags needs no device; the defaults turn off cuDNN's own TF32 default (float32 on purpose)."""
     cuda = torch.device("cuda")
     with _kept_flags():
-        settings = backends.configure({"runtime": {"device": "cuda", "amp": False}}, cuda)
+        settings = backends.configure(cuda, **numerics({"runtime": {"device": "cuda", "amp": False}}))
         assert not settings.amp and not settings.channels_last
         assert _flags() == (False, False, False, True, "highest")
-        settings = backends.configure({"runtime": {**ALL_ON, "device": "cuda"}}, cuda)
+        settings = backends.configure(cuda, **numerics({"runtime": {**ALL_ON, "device": "cuda"}}))
         assert settings.amp and settings.channels_last and settings.tf32
         assert _flags() == (True, True, True, False, "high")
         unet = backends.prepare(build_model("diffusion", TINY_UNET, 16, in_chans=1), settings, True)

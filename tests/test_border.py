@@ -1,4 +1,4 @@
-"""The border-only accuracy floor (pipeline_lib.border) on real Fashion-MNIST images and a real extractor file."""
+"""The border-only accuracy floor (pipeline_lib.report.border) on real Fashion-MNIST images and a real extractor file."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import torch
 from safetensors.torch import save_file
 
 from helpers import base_params, codec, fashion_subset
-from pipeline_lib import border, extractor, paths
+from pipeline_lib.report import border
+from pipeline_lib.evaluation import extractor
+from pipeline_lib.params import paths
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

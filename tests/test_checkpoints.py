@@ -9,8 +9,11 @@ import torch
 
 from helpers import (DEBIAN_DIR, assert_state_dicts_equal, base_params, closed_port_url, official_mae_state_dict,
                      serve_directory, temp_leftovers)
-from pipeline_lib import checkpoints, config, stages
-from pipeline_lib.errors import DataError
+from pipeline_lib.models import checkpoints
+from pipeline_lib.params import load
+from pipeline_lib import stages
+import pipeline_lib.stages.models  # noqa: F401
+from pipeline_lib.runtime.errors import DataError
 from pipeline_lib.models import MAE, load_model
 from pipeline_lib.models.base import read_meta
 
@@ -81,7 +84,7 @@ def test_fetch_missing_file_on_server(tmp_path):
 def _checkpoint_params(url: str, sha: str) -> dict:
     params = base_params()
     params["model"]["mae"]["checkpoint"] = {"url": url, "sha256": sha}
-    return config.validate_params(params)
+    return load.validate_params(params)
 
 
 def test_pretrain_stage_uses_the_verified_checkpoint(tmp_path):
@@ -92,7 +95,7 @@ def test_pretrain_stage_uses_the_verified_checkpoint(tmp_path):
     with serve_directory(tmp_path / "srv") as url:
         ckpt_url = url + "mae.pth"
         params = _checkpoint_params(ckpt_url, sha)
-        stages.pretrain(params, "mae", str(DEBIAN_DIR), str(out))
+        stages.models.pretrain(params, "mae", str(DEBIAN_DIR), str(out))
     model = load_model(out)
     assert isinstance(model, MAE) and model.image_size == params["data"]["image_size"] and model.in_chans == 1
     assert_state_dicts_equal(model.state_dict(), sd)
@@ -109,7 +112,7 @@ def test_pretrain_stage_rejects_a_checkpoint_for_other_images(tmp_path):
     with serve_directory(tmp_path / "srv") as url:
         params = _checkpoint_params(url + "mae.pth", sha)
         with pytest.raises(DataError, match="expects 3x32px"):
-            stages.pretrain(params, "mae", str(DEBIAN_DIR), str(out))
+            stages.models.pretrain(params, "mae", str(DEBIAN_DIR), str(out))
     assert not out.exists() and not out.with_suffix(".json").exists()
 
 
@@ -119,7 +122,7 @@ def test_pretrain_stage_with_a_wrong_checksum_writes_no_model(tmp_path):
     with serve_directory(tmp_path / "srv") as url:
         params = _checkpoint_params(url + "mae.pth", "f" * 64)
         with pytest.raises(DataError, match="checksum mismatch"):
-            stages.pretrain(params, "mae", str(DEBIAN_DIR), str(out))
+            stages.models.pretrain(params, "mae", str(DEBIAN_DIR), str(out))
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
@@ -134,6 +137,6 @@ def test_pretrain_stage_with_an_unloadable_checkpoint_leaves_no_download(tmp_pat
     with serve_directory(srv) as url:
         params = _checkpoint_params(url + "mae.pth", sha)
         with pytest.raises(DataError, match="decoder_pred.weight"):
-            stages.pretrain(params, "mae", str(DEBIAN_DIR), str(out))
+            stages.models.pretrain(params, "mae", str(DEBIAN_DIR), str(out))
     assert not out.exists()
     assert list(out.parent.iterdir()) == []

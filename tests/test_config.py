@@ -9,15 +9,16 @@ import pytest
 import yaml
 
 from helpers import DEBIAN_DIR, PARAMS_PATH, REPO_ROOT, base_params
-from pipeline_lib import config
-from pipeline_lib.datasets import CLASSES
-from pipeline_lib.errors import ParamsError
-from pipeline_lib.splits import resolve_classes
+from pipeline_lib.params import grid as config
+from pipeline_lib.params import load
+from pipeline_lib.data.datasets import CLASSES
+from pipeline_lib.runtime.errors import ParamsError
+from pipeline_lib.params.sets import resolve_classes
 
 
 def _raises_naming(params: dict, *needles: str) -> str:
     with pytest.raises(ParamsError) as info:
-        config.validate_params(params)
+        load.validate_params(params)
     msg = str(info.value)
     for needle in needles:
         assert needle in msg, f"{needle!r} not in {msg!r}"
@@ -27,7 +28,7 @@ def _raises_naming(params: dict, *needles: str) -> str:
 # --- the real file ---------------------------------------------------------------------------------------
 
 def test_real_params_load_and_are_returned_unchanged():
-    loaded = config.load_params(PARAMS_PATH)
+    loaded = load.load_params(PARAMS_PATH)
     assert loaded == yaml.safe_load(PARAMS_PATH.read_text())
     assert loaded["models"] and loaded["tasks"]
 
@@ -43,15 +44,15 @@ def test_real_params_classes_resolve_to_disjoint_known_sets():
 
 def test_load_params_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ParamsError, match="does not exist"):
-        config.load_params(tmp_path / "nope.yaml")
+        load.load_params(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("seed: [0\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
-        config.load_params(bad)
+        load.load_params(bad)
     scalar = tmp_path / "scalar.yaml"
     scalar.write_text("42\n")
     with pytest.raises(ParamsError, match="mapping"):
-        config.load_params(scalar)
+        load.load_params(scalar)
 
 
 def test_load_params_on_a_bad_copy_names_the_key(tmp_path):
@@ -60,7 +61,7 @@ def test_load_params_on_a_bad_copy_names_the_key(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(ParamsError, match=r"splits\.unlearn_per_class"):
-        config.load_params(path)
+        load.load_params(path)
 
 
 # --- schema errors -------------------------------------------------------------------------------------------
@@ -139,7 +140,7 @@ def test_bad_checkpoint_sha256_is_named():
     params["model"]["mae"]["checkpoint"] = {"url": "http://127.0.0.1:1/x.pth", "sha256": "ABC"}
     _raises_naming(params, "'model.mae.checkpoint.sha256'")
     params["model"]["mae"]["checkpoint"] = {"url": "http://127.0.0.1:1/x.pth", "sha256": "0" * 64}
-    assert config.validate_params(params) is params
+    assert load.validate_params(params) is params
 
 
 # --- semantic errors -------------------------------------------------------------------------------------
@@ -217,10 +218,10 @@ def test_tasks_must_give_every_family_the_same_hole():
     params["task"]["center"] = {"kind": "random", "ratio": 0.5}  # each family would hide its own cells
     _raises_naming(params, "'task.center'", "patch")
     params["task"]["center"] = {"kind": "random", "ratio": 0.5, "patch": 4}
-    config.validate_params(params)
+    load.validate_params(params)
     params["models"] = ["diffusion"]  # 1 px cells: a 14 px hole is fine for diffusion alone
     params["task"]["center"] = {"kind": "center", "size": 14}
-    config.validate_params(params)
+    load.validate_params(params)
 
 
 def test_crossval_names_defined_tasks():
@@ -228,7 +229,7 @@ def test_crossval_names_defined_tasks():
     params["crossval"] = {"inpaint": "center", "outpaint": "outpaint"}
     _raises_naming(params, "'crossval.outpaint'", "outpaint")
     params["task"]["outpaint"] = {"kind": "outpaint", "size": 16}
-    config.validate_params(params)
+    load.validate_params(params)
     params["tasks"] = ["center", "xval"]
     _raises_naming(params, "'tasks[1]'")
 
@@ -240,7 +241,7 @@ def _count_params(forget, retain, seed=0):
     params["seed"] = seed
     params["splits"]["forget"] = forget
     params["splits"]["retain"] = retain
-    return config.validate_params(params)
+    return load.validate_params(params)
 
 
 def test_count_drawing_is_deterministic_and_disjoint():
@@ -319,7 +320,7 @@ def test_controllable_runs_expand_into_phase_one_and_two():
     assert config.phase_one_anchors(runs[2]) == ["alpha-1.0_psi-highest", "alpha-1.0_psi-lowest"]
     assert config.phase_one_anchors(runs[0]) == []
     # retrain is a reference model, not an unlearning run, but it is evaluated
-    from pipeline_lib import paths
+    from pipeline_lib.params import paths
 
     assert ("mae", "retrain", "base") in paths.evaluated_models(params)
     assert config.parse_variant("base") == {}
@@ -339,7 +340,7 @@ def test_method_options_are_checked_against_the_method():
     params["methods"]["ebu"]["options"] = {"sigma": 0.3}  # a grid axis, not an option
     _raises_naming(params, "'methods.ebu.options.sigma'")
     params["methods"]["ebu"]["options"] = {"region": "full"}
-    config.validate_params(params)
+    load.validate_params(params)
 
 
 def test_per_model_settings_are_checked_and_merged():
@@ -351,7 +352,7 @@ def test_per_model_settings_are_checked_and_merged():
     params["methods"]["l2n"]["per_model"] = {"mae": {"options": {"noise_input": "pixels"}}}
     _raises_naming(params, "'methods.l2n.per_model.mae.options.noise_input'", "target, image")
     params["methods"]["l2n"]["per_model"] = {"mae": {"training": {"epochs": 9}, "options": {"noise_input": "image"}}}
-    config.validate_params(params)
+    load.validate_params(params)
     training, options = config.run_settings(params, "l2n", "mae")
     assert training == {**params["unlearn"]["training"], "epochs": 9}
     assert options == {"noise_input": "image"}
@@ -360,7 +361,7 @@ def test_per_model_settings_are_checked_and_merged():
     assert "per_model" not in config.method_settings(params, "l2n")
     # a family's own grid axes: its variants, and only its, change
     params["methods"]["l2n"]["per_model"]["diffusion"] = {"alpha": [1.0, 2.0]}
-    config.validate_params(params)
+    load.validate_params(params)
     variants = {(r["model"], r["variant"]) for r in config.unlearn_runs(params) if r["method"] == "l2n"}
     assert ("diffusion", "alpha-2.0_noise-identity") in variants
     assert ("mae", "alpha-2.0_noise-identity") not in variants
@@ -393,12 +394,12 @@ def test_output_losses_on_a_sampler_need_the_full_output():
     params["methods"]["max_loss"] = {"alpha": [0.25]}
     _raises_naming(params, "'methods.max_loss'", "'vqgan'", "methods.max_loss.per_model.vqgan.options.region: full")
     params["methods"]["max_loss"]["per_model"] = {m: {"options": {"region": "full"}} for m in ("vqgan", "diffusion")}
-    config.validate_params(params)
+    load.validate_params(params)
     params["methods"]["controllable"] = {"alpha": [10.0], "eps": [0.5], "options": {"space": "encoder"}}
-    config.validate_params(params)  # encoder features: no reconstruction to train through
+    load.validate_params(params)  # encoder features: no reconstruction to train through
     params["models"] = ["mae"]  # the MAE's reconstruct is one pass
     params["methods"]["ebu"] = {"alpha": [0.6], "sigma": [0.5], "gamma": [1.0]}
-    config.validate_params(params)
+    load.validate_params(params)
 
 
 def test_limited_retain_needs_its_size():
@@ -406,7 +407,7 @@ def test_limited_retain_needs_its_size():
     params["methods"]["l2n"]["retain"] = ["real", "limited"]
     _raises_naming(params, "'unlearn.limited_per_class'")
     params["unlearn"]["limited_per_class"] = 10
-    config.validate_params(params)
+    load.validate_params(params)
 
 
 def test_unknown_method_and_family_are_schema_errors():

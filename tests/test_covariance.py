@@ -1,4 +1,4 @@
-"""Σ estimation, storage and sampling (pipeline_lib.covariance) and the unified noise sampler (noise).
+"""Σ estimation, storage and sampling (pipeline_lib.noise.covariance) and the unified noise sampler (noise).
 
 All checks are real computations against torch.cov / torch.var / torch.linalg.eigh on problems small enough
 to compute exactly. Variances use the unbiased (N − 1) convention throughout (torch's default).
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from helpers import codec, fashion_subset, temp_leftovers, torch_threads
-from pipeline_lib import covariance as cv
-from pipeline_lib import noise
-from pipeline_lib.errors import DataError
+from pipeline_lib.noise import covariance as cv
+from pipeline_lib.noise import sampling as noise
+from pipeline_lib.runtime.errors import DataError
 
 SHAPE = (3, 2, 2)  # d = 12
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from helpers import DEBIAN_DIR, FILE_NAMES, base_params, closed_port_url, copy_debian_files, fashion, serve_directory
-from pipeline_lib import datasets
-from pipeline_lib.errors import DataError
+from pipeline_lib.data import datasets
+from pipeline_lib.runtime.errors import DataError
+from pipeline_lib.params import dataset
 
 SMALL = "t10k-labels-idx1-ubyte.gz"  # 5 kB: the cheapest file to corrupt
 
@@ -224,7 +225,7 @@ def test_load_split_matches_raw_idx_payload():
 
 def test_codec_round_trip_is_exact():
     params = base_params()
-    codec = datasets.ImageCodec.from_params(params)
+    codec = dataset.codec(params)
     real, _ = fashion(False)
     every_value = torch.arange(256, dtype=torch.uint8).repeat(4)[: 28 * 28].view(1, 28, 28)
     images = torch.cat([real[:64], every_value])
@@ -243,7 +244,7 @@ def test_codec_round_trip_is_exact():
 def test_codec_normalisation():
     params = base_params()
     mean, std = params["data"]["mean"], params["data"]["std"]
-    codec = datasets.ImageCodec.from_params(params)
+    codec = dataset.codec(params)
     images = torch.tensor([[[0, 255] * 14] * 28], dtype=torch.uint8)
     x = codec.encode(images)
     assert torch.allclose(x.min(), torch.tensor((0.0 - mean) / std))

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from helpers import assert_state_dicts_equal, codec, fashion_subset, train_l2n_briefly
-from pipeline_lib import checkpoints, masks
-from pipeline_lib.errors import DataError
+from pipeline_lib.models import checkpoints
+from pipeline_lib.data import masks
+from pipeline_lib.runtime.errors import DataError
 from pipeline_lib.models import FAMILIES, load_model, save_model
 from pipeline_lib.models.base import read_meta
 from pipeline_lib.models.diffusion import DECODER_PREFIXES, ENCODER_PREFIXES, PaletteDiffusion

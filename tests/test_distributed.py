@@ -3,7 +3,6 @@ write the same reconstructions as one process; running out of device memory name
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -11,12 +10,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from helpers import TINY_ARCH
-from pipeline_lib import distributed
-from pipeline_lib.errors import ResourceError
-from pipeline_lib.loaders import ImageLoader, mask_sampler
+from pipeline_lib.params.runtime import gpus
+from pipeline_lib.runtime import distributed
+from pipeline_lib.runtime.errors import ResourceError
+from pipeline_lib.training.loaders import ImageLoader, mask_sampler
 from pipeline_lib.models import build_model
 from pipeline_lib.models.base import FamilyObjective
-from pipeline_lib.trainer import fit
+from pipeline_lib.training.trainer import fit
+import pipeline_lib.stages.common  # noqa: F401
+import pipeline_lib.stages.data  # noqa: F401
+import pipeline_lib.stages.generate  # noqa: F401
 
 PER_PROCESS, STEPS = 4, 6
 #: plain gradient steps: the weights then follow the gradients linearly (Adam's division by sqrt(v) turns the
@@ -97,16 +100,16 @@ def test_the_cli_relaunches_under_torchrun_only_with_several_devices(monkeypatch
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
-    cmd = distributed.relaunch_command("unlearn", params, "mae", ["unlearn", "--model", "mae"])
+    cmd = distributed.relaunch_command("unlearn", gpus(params, "mae"), "auto", ["unlearn", "--model", "mae"])
     assert cmd[1:] == ["--standalone", "--nproc_per_node=4", "-m", "pipeline_lib", "--", "unlearn", "--model", "mae"]
-    assert distributed.relaunch_command("metrics", params, "mae", []) is None
-    assert distributed.relaunch_command("generate", params, "mae", ["generate"])[-1] == "generate"
-    assert distributed.relaunch_command("generate", params, None, []) is None  # no checkpoint sidecar to tell
+    assert distributed.relaunch_command("metrics", gpus(params, "mae"), "auto", []) is None
+    assert distributed.relaunch_command("generate", gpus(params, "mae"), "auto", ["generate"])[-1] == "generate"
+    assert distributed.relaunch_command("generate", gpus(params, None), "auto", []) is None  # no checkpoint sidecar to tell
     monkeypatch.setenv("WORLD_SIZE", "4")  # already under torchrun
-    assert distributed.relaunch_command("unlearn", params, "mae", []) is None
+    assert distributed.relaunch_command("unlearn", gpus(params, "mae"), "auto", []) is None
     monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU machine: one process
-    assert distributed.relaunch_command("unlearn", params, "mae", []) is None
+    assert distributed.relaunch_command("unlearn", gpus(params, "mae"), "auto", []) is None
 
 
 GEN_FAMILIES = ("vqgan", "diffusion", "mae")
@@ -117,7 +120,8 @@ def _generation_setup(root) -> dict:
     model samples at temperature 1 from torch's global generator, the diffusion model from its seeded noise."""
     from helpers import DEBIAN_DIR, base_params
     from pipeline_lib import stages
-    from pipeline_lib.config import family_arch, validate_params
+    from pipeline_lib.params.grid import family_arch
+    from pipeline_lib.params.load import validate_params
     from pipeline_lib.models import save_model
 
     params = base_params()
@@ -128,10 +132,10 @@ def _generation_setup(root) -> dict:
     params["task"] = {"center": {"kind": "center", "size": 16}, "outpaint": {"kind": "outpaint", "size": 16}}
     params.update(tasks=["center", "outpaint"], crossval={"inpaint": "center", "outpaint": "outpaint"})
     params = validate_params(params)
-    stages.splits(params, str(DEBIAN_DIR), str(root / "splits.json"))
+    stages.data.splits(params, str(DEBIAN_DIR), str(root / "splits.json"))
     torch.manual_seed(0)
     for family in GEN_FAMILIES:
-        size = stages._codec(params, family).image_size
+        size = stages.common.image_codec(params, family).image_size
         save_model(build_model(family, family_arch(params, family), size, in_chans=1), root / f"{family}.safetensors")
     return params
 
@@ -141,9 +145,9 @@ def _generate_all(params: dict, root, out: str) -> None:
     from pipeline_lib import stages
 
     for family in GEN_FAMILIES:
-        stages.generate(params, str(root / f"{family}.safetensors"), str(DEBIAN_DIR), str(root / "splits.json"),
+        stages.generate.generate(params, str(root / f"{family}.safetensors"), str(DEBIAN_DIR), str(root / "splits.json"),
                         "center", str(root / out / family))
-    stages.crossval(params, str(root / "vqgan.safetensors"), str(root / "vqgan.safetensors"), str(DEBIAN_DIR),
+    stages.generate.crossval(params, str(root / "vqgan.safetensors"), str(root / "vqgan.safetensors"), str(DEBIAN_DIR),
                     str(root / "splits.json"), str(root / out / "xval"))
 
 
@@ -178,7 +182,7 @@ def test_two_gloo_processes_generate_what_one_process_generates(tmp_path, one_to
 def test_skipping_a_batch_draws_what_sampling_it_would():
     """The VQ model's pipeline decoding at temperature > 0 reads torch's global generator; `skip_sampling`
     advances it by exactly what one `reconstruct` call takes, so the next batch sees the same numbers."""
-    from pipeline_lib.masks import sample_mask
+    from pipeline_lib.data.masks import sample_mask
 
     net = build_model("vqgan", {"codebook_size": 16, "code_dim": 4, "tokenizer_dim": 8, "embed_dim": 16, "depth": 1,
                                 "num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2,

@@ -126,9 +126,9 @@ def test_planned_runs_give_both_engines_the_same_commands(tmp_path, preset, jobs
 def test_a_stale_dvc_stage_refuses_to_run(tmp_path):
     """Under DVC (DVC_STAGE/DVC_ROOT set) a stage whose dvc.yaml entry no longer matches params.yaml, or a
     report stage with any stale entry, fails naming the fix; outside DVC nothing is checked."""
-    from pipeline_lib.config import load_params
-    from pipeline_lib.dvc_stages import check_current_stage, render
-    from pipeline_lib.errors import ParamsError
+    from pipeline_lib.params.load import load_params
+    from pipeline_lib.engines.dvc_yaml import check_current_stage, render
+    from pipeline_lib.runtime.errors import ParamsError
 
     repo = Path(__file__).resolve().parents[1]
     params = load_params(repo / "params.yaml")
@@ -147,8 +147,8 @@ def test_a_stale_dvc_stage_refuses_to_run(tmp_path):
 
 def test_committed_dvc_yaml_matches_params():
     """dvc.yaml is written from params.yaml; the committed pair must agree."""
-    from pipeline_lib.config import load_params
-    from pipeline_lib.dvc_stages import render
+    from pipeline_lib.params.load import load_params
+    from pipeline_lib.engines.dvc_yaml import render
 
     repo = Path(__file__).resolve().parents[1]
     assert (repo / "dvc.yaml").read_text() == render(load_params(repo / "params.yaml")), \
@@ -194,7 +194,7 @@ def test_metrics_files_name_their_extractors(engines):
 
 
 def test_snakemake_benchmarks_give_a_timing_table(engines):
-    from pipeline_lib.timings import timing_table
+    from pipeline_lib.report.timings import timing_table
 
     table = timing_table(engines["smk"] / "benchmarks", engines["smk"] / "logs")
     stages = set(table["stage"])

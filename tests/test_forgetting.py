@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from helpers import base_params
-from pipeline_lib import config, forgetting, paths, report, spread
+from pipeline_lib.params import load, paths
+from pipeline_lib.evaluation import forgetting
+from pipeline_lib.report import tables as report, spread
 
 ORIGINAL = {"forget": {"fid": 100.0, "accuracy": 0.9}, "retain": {"fid": 50.0, "accuracy": 0.8}}
 #: (set, seed) -> forget FID, forget accuracy of the l2n run; ("a", 1) did not move at all
@@ -24,7 +26,7 @@ def planted(root: Path) -> dict:
     params["splits"] = {"unlearn_per_class": 10, "eval_per_class": 10, "sets": {
         "a": {"forget": ["Trouser", "Bag"], "retain": ["Coat"], "role": "tuning"},
         "b": {"forget": ["Sandal", "Shirt"], "retain": ["Coat"], "role": "held_out"}}}
-    params = config.validate_params(params)
+    params = load.validate_params(params)
     for name in ("a", "b"):
         set_root = paths.set_root(params["dataset"], name)
         files = {("original", "base"): ORIGINAL}
@@ -83,7 +85,7 @@ def test_spread_over_seeds_and_sets_with_a_95_percent_interval(frame):
 
 
 def test_the_dvc_summary_nests_each_sets_numbers_under_its_name(frame):
-    from pipeline_lib.summary import summarise
+    from pipeline_lib.report.summary import summarise
 
     params, _ = frame
     out = summarise(params, "center")
@@ -94,7 +96,7 @@ def test_the_dvc_summary_nests_each_sets_numbers_under_its_name(frame):
 def test_the_setting_is_chosen_on_the_tuning_sets_only(frame):
     """Two settings on tuning set a (seeds averaged): the one that forgets clearly at an unchanged retain FID is
     chosen, whatever it does on the held-out set b, which the rule never reads."""
-    from pipeline_lib import tuning
+    from pipeline_lib.report import tuning
 
     _, df = frame
     extra = df[(df["method"] == "l2n")].copy()  # a second setting: forget FID barely up, accuracy unchanged
@@ -113,7 +115,7 @@ def test_the_setting_is_chosen_on_the_tuning_sets_only(frame):
 def test_when_no_setting_passes_the_one_that_keeps_the_retain_set_is_chosen(frame):
     """Neither setting passes on tuning set a; the one with the larger forget-FID ratio got it by wrecking the
     retain set (retain FID x5), so the rule takes the other: forgetting bought by breaking the model is no choice."""
-    from pipeline_lib import tuning
+    from pipeline_lib.report import tuning
 
     _, df = frame
     runs = df[df["method"] == "l2n"]
@@ -133,7 +135,7 @@ def test_when_no_setting_passes_the_one_that_keeps_the_retain_set_is_chosen(fram
 def test_the_held_out_sets_get_the_same_rule_with_retrain_beside(frame):
     """On held-out set b the l2n runs (seeds averaged: FID 165, accuracy 0.5, retain 55) pass; a planted retrain
     whose forget accuracy did not fall is named as failing; tuning set a is not read."""
-    from pipeline_lib import tuning
+    from pipeline_lib.report import tuning
 
     _, df = frame
     retrain = df[(df["method"] == "original")].copy()

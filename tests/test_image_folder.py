@@ -11,10 +11,13 @@ import torch
 
 from folder_tree import (IMAGENET_FORGET, IMAGENET_PROXY, IMAGENET_RETAIN, PLACES_FORGET, PLACES_PROXY,
                          PLACES_RETAIN, folder_params, make_tree)
-from pipeline_lib import checkpoints, config, datasets, image_folder, streaming
-from pipeline_lib.errors import DataError, ParamsError
-from pipeline_lib.loaders import BalancedLoader, ImageLoader, mask_sampler
-from pipeline_lib.splits import make_splits
+from pipeline_lib.models import checkpoints
+from pipeline_lib.params import load
+from pipeline_lib.data import image_folder, streaming
+from pipeline_lib.runtime.errors import DataError, ParamsError
+from pipeline_lib.training.loaders import BalancedLoader, ImageLoader, mask_sampler
+from pipeline_lib.params.sets import make_splits
+from pipeline_lib.params import dataset
 
 IMAGENET = IMAGENET_FORGET + IMAGENET_RETAIN + IMAGENET_PROXY
 PLACES = PLACES_RETAIN + PLACES_FORGET + PLACES_PROXY
@@ -69,7 +72,7 @@ def test_places_official_letter_level_names_classes_like_the_standard_tree(tmp_p
 
 
 def test_flat_official_val_rearranges_with_the_readme_one_liner(tmp_path):
-    """The README's one line turns Places' flat val_256/ + places365_val.txt into val/<letter>/<category>/."""
+    """docs/paper-scale.md's one line turns Places' flat val_256/ + places365_val.txt into val/<letter>/<category>/."""
     (tmp_path / "val_256").mkdir()
     make_tree(tmp_path / "gen", ["airfield", "bakery/shop"], train=0, val=2, suffix=".jpg")
     cats = "/a/airfield 0\n/b/bakery/shop 1\n"
@@ -98,13 +101,13 @@ def test_images_directly_in_the_split_are_refused(tmp_path):
 
 def test_validation_names_an_unset_root_and_every_missing_class(imagenet_tree):
     params = folder_params("imagenet", imagenet_tree, IMAGENET_FORGET, IMAGENET_RETAIN)
-    config.validate_params(params)
+    load.validate_params(params)
     params["data"]["root"] = None
     with pytest.raises(ParamsError, match="'data.root' is not set"):
-        config.validate_params(params)
+        load.validate_params(params)
     params = folder_params("imagenet", imagenet_tree, IMAGENET_FORGET + ["n00000001", "n00000002"], IMAGENET_RETAIN)
     with pytest.raises(ParamsError) as info:
-        config.validate_params(params)
+        load.validate_params(params)
     assert "'splits.forget'" in str(info.value) and "n00000001, n00000002" in str(info.value)
 
 
@@ -112,17 +115,17 @@ def test_validation_reads_per_class_counts_from_the_record(imagenet_tree, imagen
     params = folder_params("imagenet", imagenet_tree, IMAGENET_FORGET, IMAGENET_RETAIN, unlearn_per_class=6,
                            eval_per_class=4)
     monkeypatch.chdir(tmp_path)
-    config.validate_params(params)  # no record yet: the splits stage will say it
+    load.validate_params(params)  # no record yet: the splits stage will say it
     (tmp_path / "data" / params["dataset"]).mkdir(parents=True)
     (tmp_path / "data" / params["dataset"] / "raw").symlink_to(imagenet_raw)
     with pytest.raises(ParamsError, match=r"'splits.eval_per_class' = 4 .* only 3"):
-        config.validate_params(params)
+        load.validate_params(params)
 
 
 def test_splits_by_name_draw_per_class_counts_with_the_seed(imagenet_tree, imagenet_raw):
     params = folder_params("imagenet", imagenet_tree, IMAGENET_FORGET, IMAGENET_RETAIN,
                            unlearn_per_class=4, eval_per_class=2)
-    reader = datasets.reader(params, imagenet_raw)
+    reader = dataset.reader(params, imagenet_raw)
     split = make_splits(params, reader.labels(True), reader.labels(False), names=reader.classes)
     assert split["classes"] == {"forget": IMAGENET_FORGET, "retain": IMAGENET_RETAIN, "proxy": IMAGENET_PROXY}
     labels = reader.labels(True)
@@ -140,7 +143,7 @@ def test_splits_by_name_draw_per_class_counts_with_the_seed(imagenet_tree, image
 def test_decoding_gives_rgb_resized_and_centre_cropped(imagenet_tree, imagenet_raw):
     params = folder_params("imagenet", imagenet_tree, IMAGENET_FORGET, IMAGENET_RETAIN)
     params["data"]["image_size"] = 40
-    reader = datasets.reader(params, imagenet_raw)
+    reader = dataset.reader(params, imagenet_raw)
     images = reader.images(torch.arange(len(reader.labels(True))), True)
     grey = next(i for i, f in enumerate(images.files) if f.endswith("_00004.JPEG"))  # saved as "L"
     for i in (0, grey):
@@ -152,9 +155,9 @@ def test_decoding_gives_rgb_resized_and_centre_cropped(imagenet_tree, imagenet_r
 def test_streamed_batches_are_the_same_for_any_worker_count(imagenet_tree, imagenet_raw):
     params = folder_params("imagenet", imagenet_tree, IMAGENET_FORGET, IMAGENET_RETAIN)
     params["data"]["image_size"] = 32
-    reader = datasets.reader(params, imagenet_raw)
+    reader = dataset.reader(params, imagenet_raw)
     images = reader.images(torch.arange(len(reader.labels(True))), True)
-    codec = datasets.ImageCodec.from_params(params, "mae")
+    codec = dataset.codec(params, "mae")
 
     def epoch(workers):
         streaming.configure(workers)
@@ -175,8 +178,8 @@ def test_streamed_batches_are_the_same_for_any_worker_count(imagenet_tree, image
 def test_balanced_loader_streams_retain_and_forget(imagenet_tree, imagenet_raw):
     params = folder_params("imagenet", imagenet_tree, IMAGENET_FORGET, IMAGENET_RETAIN)
     params["data"]["image_size"] = 32
-    reader = datasets.reader(params, imagenet_raw)
-    codec = datasets.ImageCodec.from_params(params, "diffusion")
+    reader = dataset.reader(params, imagenet_raw)
+    codec = dataset.codec(params, "diffusion")
     g = torch.Generator().manual_seed(0)
     loader = BalancedLoader(reader.images([0, 1, 2], True), reader.images([6, 7, 8, 9], True), 2, g,
                             mask_sampler({"kind": "center", "size": 8}, 32, 1, g), transform=codec.encode)
@@ -188,15 +191,15 @@ def test_balanced_loader_streams_retain_and_forget(imagenet_tree, imagenet_raw):
 def test_preprocessing_belongs_to_the_family():
     params = {"data": {"kind": "image_folder", "image_size": 8, "mean": None, "std": None}}
     white = torch.full((1, 3, 8, 8), 255, dtype=torch.uint8)
-    assert torch.allclose(datasets.ImageCodec.from_params(params, "vqgan").encode(white), torch.ones(1, 3, 8, 8))
-    assert torch.allclose(datasets.ImageCodec.from_params(params, "diffusion").encode(white * 0), -torch.ones(1, 3, 8, 8))
-    mae = datasets.ImageCodec.from_params(params, "mae")
+    assert torch.allclose(dataset.codec(params, "vqgan").encode(white), torch.ones(1, 3, 8, 8))
+    assert torch.allclose(dataset.codec(params, "diffusion").encode(white * 0), -torch.ones(1, 3, 8, 8))
+    mae = dataset.codec(params, "mae")
     x = mae.encode(white)
     assert torch.allclose(x[0, :, 0, 0], (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225]))
     assert torch.equal(mae.to_uint8(x), white)
     # a data set that fixes one normalisation (Fashion-MNIST) keeps it for every family
     fixed = {"data": {"image_size": 32, "mean": 0.2, "std": 0.3}}
-    assert datasets.ImageCodec.from_params(fixed, "mae").mean == 0.2
+    assert dataset.codec(fixed, "mae").mean == 0.2
 
 
 def test_presets_validate_against_a_tree_holding_their_classes(tmp_path):
@@ -207,17 +210,17 @@ def test_presets_validate_against_a_tree_holding_their_classes(tmp_path):
     for preset in ("imagenet", "places365"):
         params = yaml.safe_load((REPO_ROOT / "presets" / f"{preset}.yaml").read_text())
         with pytest.raises(ParamsError, match="'data.root' is not set"):
-            config.validate_params(params)
+            load.validate_params(params)
         root = tmp_path / preset
         for split in ("train", "val"):
             for name in params["splits"]["forget"] + params["splits"]["retain"]:
                 (root / split / name).mkdir(parents=True)
         params["data"]["root"] = str(root)
-        config.validate_params(params)
+        load.validate_params(params)
         assert {m: params["model"][m]["gpus"] for m in params["models"]} == (
             {"mae": 4, "vqgan": 4} if preset == "imagenet" else {"mae": 4, "vqgan": 4, "diffusion": 8})
         # paper 1: "256 for VQ-GAN and 224 for MAE", each family decoding the same split at its own size
-        assert {m: datasets.image_size(params, m) for m in params["models"]} == (
+        assert {m: dataset.image_size(params, m) for m in params["models"]} == (
             {"mae": 224, "vqgan": 256} if preset == "imagenet" else {"mae": 224, "vqgan": 256, "diffusion": 256})
         # paper 1 Table 1's official checkpoints, hashes for the user to pin (the stage prints them)
         files = {m: params["model"][m]["checkpoint"] for m in params["models"]}

@@ -10,9 +10,19 @@ import torch
 
 from folder_tree import IMAGENET_FORGET, IMAGENET_PROXY, IMAGENET_RETAIN, make_tree, tiny_folder_params
 from helpers import base_params
-from pipeline_lib import config, datasets, dvc_stages, image_folder, masks, noise_targets, stages
-from pipeline_lib.covariance import Covariance
-from pipeline_lib.errors import ParamsError
+from pipeline_lib.params import grid as config
+from pipeline_lib.params import load
+from pipeline_lib.data import datasets, image_folder, masks
+from pipeline_lib.engines import dvc_yaml as dvc_stages
+from pipeline_lib.noise import targets as noise_targets
+from pipeline_lib import stages
+import pipeline_lib.stages.common  # noqa: F401
+import pipeline_lib.stages.data  # noqa: F401
+import pipeline_lib.stages.evaluate  # noqa: F401
+import pipeline_lib.stages.models  # noqa: F401
+from pipeline_lib.noise.covariance import Covariance
+from pipeline_lib.runtime.errors import ParamsError
+from pipeline_lib.params import dataset
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +47,19 @@ def _params(tree) -> dict:
 
 def _message(params: dict) -> str:
     with pytest.raises(ParamsError) as info:
-        config.validate_params(params)
+        load.validate_params(params)
     return str(info.value)
 
 
 def test_each_family_decodes_the_one_split_at_its_own_size(tree, raw):
-    params = config.validate_params(_params(tree))
-    assert {m: datasets.image_size(params, m) for m in params["models"]} == {"mae": 48, "vqgan": 64, "diffusion": 64}
-    assert datasets.image_size(params) == 64  # stages without a family: extractor, reference, noise
+    params = load.validate_params(_params(tree))
+    assert {m: dataset.image_size(params, m) for m in params["models"]} == {"mae": 48, "vqgan": 64, "diffusion": 64}
+    assert dataset.image_size(params) == 64  # stages without a family: extractor, reference, noise
     for family, size in (("mae", 48), ("vqgan", 64), (None, 64)):
-        codec = stages._codec(params, family)
-        x, labels = stages._images(params, str(raw), [0, 1], False, codec)
+        codec = stages.common.image_codec(params, family)
+        x, labels = stages.common.load_images(params, str(raw), [0, 1], False, codec)
         assert codec.image_size == size and x.shape == (2, 3, size, size) and len(labels) == 2
-    assert stages._reader(params, str(raw), "mae").images([0], True)[0].shape == (3, 48, 48)
+    assert stages.common.data_reader(params, str(raw), "mae").images([0], True)[0].shape == (3, 48, 48)
 
 
 def test_fashion_mnist_refuses_a_family_size_naming_the_key():
@@ -58,7 +68,7 @@ def test_fashion_mnist_refuses_a_family_size_naming_the_key():
     msg = _message(params)
     assert "'model.mae.image_size' = 64" in msg and "image_folder" in msg
     params["model"]["mae"]["image_size"] = params["data"]["image_size"]  # the same size says nothing new
-    config.validate_params(params)
+    load.validate_params(params)
 
 
 def test_holes_are_read_at_each_family_size_as_paper_one_did():
@@ -89,7 +99,7 @@ def test_a_hole_off_a_family_grid_at_its_size_names_the_keys(tree, where, spec, 
     msg = _message(params)
     assert f"params key '{where}" in msg and "model.mae.image_size = 48 px" in msg and said in msg, msg
     params["model"]["mae"]["image_size"] = 64  # the same hole on the data's own size is sound
-    config.validate_params(params)
+    load.validate_params(params)
 
 
 def test_a_family_size_off_its_patch_grid_names_the_keys(tree):
@@ -106,7 +116,7 @@ def test_an_estimated_covariance_is_refused_for_a_family_at_another_size(tree):
     msg = _message(params)
     assert "'methods.l2n.noise'" in msg and "model.mae.image_size is 48" in msg
     params["methods"]["l2n"]["noise"] = ["identity", "uniform"]
-    config.validate_params(params)
+    load.validate_params(params)
 
 
 def test_identity_noise_is_drawn_at_the_family_size(tmp_path):
@@ -121,10 +131,10 @@ def test_identity_noise_is_drawn_at_the_family_size(tmp_path):
 
 def test_the_pipeline_extractor_sees_reconstructions_at_the_data_size():
     made = torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8)
-    seen, entry = stages._pipeline_input(made, "classifier.safetensors", 64)
+    seen, entry = stages.evaluate._pipeline_input(made, "classifier.safetensors", 64)
     assert seen.shape == (2, 3, 64, 64) and seen.dtype == torch.uint8
     assert entry["resized"] == {"from": 48, "to": 64} and "resized from the model's 48 px" in entry["note"]
-    same, entry = stages._pipeline_input(made, "classifier.safetensors", 48)
+    same, entry = stages.evaluate._pipeline_input(made, "classifier.safetensors", 48)
     assert same is made and "resized" not in entry
 
 
@@ -150,7 +160,7 @@ def test_the_verify_checks_run_a_family_at_its_own_size(tree, raw, tmp_path):
 
     from helpers import torch_threads
     from pipeline_lib.models import build_model, save_model
-    from pipeline_lib.verify import stages as vstages
+    from pipeline_lib.stages import verify as vstages
 
     params = _params(tree)
     params["verify"] = {"checks": ["probe", "sweep", "relearn", "membership"],
@@ -158,12 +168,12 @@ def test_the_verify_checks_run_a_family_at_its_own_size(tree, raw, tmp_path):
                         "sweep": {"images": 4, "seeds": [0], "masks": [{"kind": "random", "ratio": 0.5, "patch": 8}]},
                         "relearn": {"K": [2], "max_steps": 2, "every": 1, "batch_size": 2, "images": 4},
                         "membership": {"members": 4, "masks": 1}}
-    config.validate_params(params)
+    load.validate_params(params)
     split, ext = str(tmp_path / "splits.json"), str(tmp_path / "extractor.safetensors")
     ckpts = [str(tmp_path / f"mae{seed}.safetensors") for seed in (0, 1)]
     with torch_threads(1):
-        stages.splits(params, str(raw), split)
-        stages.train_extractor(params, str(raw), ext)
+        stages.data.splits(params, str(raw), split)
+        stages.models.train_extractor(params, str(raw), ext)
         for seed, path in zip((0, 1), ckpts):
             torch.manual_seed(seed)
             save_model(build_model("mae", config.family_arch(params, "mae"), 48, 3), path)

@@ -11,12 +11,18 @@ import torch
 from torch import nn
 
 from helpers import TINY_ARCH, codec, fashion_subset
-from pipeline_lib import trainer
-from pipeline_lib.loaders import BalancedLoader, mask_sampler
+from pipeline_lib.training import trainer
+from pipeline_lib.training.loaders import BalancedLoader, mask_sampler
 from pipeline_lib.methods import METHODS, build_method, epsilon_levels
 from pipeline_lib.methods.controllable import control_psi, controllable_update, sqp_direction
-from pipeline_lib.methods.ebu import (EBU, ebu_direction, ewc_gradient, modulated_forget_gradient, saliency_masks,
-                                      top_fraction_mask)
+from pipeline_lib.methods.ebu import (
+    EBU,
+    ebu_direction,
+    ewc_gradient,
+    modulated_forget_gradient,
+    saliency_masks,
+    top_fraction_mask,
+)
 from pipeline_lib.models import I2IModel, build_model
 
 

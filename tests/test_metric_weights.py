@@ -19,10 +19,16 @@ import torch
 import yaml
 
 from helpers import DEBIAN_DIR, base_params, make_project, run, serve_directory
-from pipeline_lib import metric_weights, stages
-from pipeline_lib import standard_extractors as std
-from pipeline_lib.config import validate_params
-from pipeline_lib.errors import DataError, ParamsError
+from pipeline_lib.evaluation import metric_weights
+from pipeline_lib.params import weights
+from pipeline_lib import stages
+import pipeline_lib.stages.data  # noqa: F401
+import pipeline_lib.stages.evaluate  # noqa: F401
+import pipeline_lib.stages.generate  # noqa: F401
+import pipeline_lib.stages.models  # noqa: F401
+from pipeline_lib.evaluation import standard_extractors as std
+from pipeline_lib.params.load import validate_params
+from pipeline_lib.runtime.errors import DataError, ParamsError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -76,7 +82,7 @@ def test_the_weights_stage_downloads_and_verifies(tmp_path, served):
     url, payload = served
     params = _places_params(url, _sha(payload))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = metric_weights.downloaded(params)["places"]
+    out = weights.downloaded(params)["places"]
     assert out == f"data/weights/places/{PLACES_URL_FILE}"
     proc = subprocess.run([sys.executable, "-m", "pipeline_lib", "weights", "--params", "params.yaml", "--kind",
                            "places", "--out", out, "--log", f"logs/weights/places/{PLACES_URL_FILE}.log"],
@@ -92,7 +98,7 @@ def test_a_wrong_sha256_leaves_nothing_and_names_the_key(tmp_path, served):
     params = _places_params(url, "0" * 64)
     out = tmp_path / "data" / "weights" / "places" / PLACES_URL_FILE
     with pytest.raises(DataError) as info:
-        stages.weights(params, "places", str(out))
+        stages.evaluate.weights(params, "places", str(out))
     message = str(info.value)
     assert "params metrics.places.sha256" in message and _sha(payload) in message and url in message
     assert _leftovers(out.parent) == []  # no file, no temporary sibling
@@ -103,13 +109,13 @@ def test_an_unpinned_sha256_is_refused_with_the_actual_hash(tmp_path, served):
     out = tmp_path / "w" / PLACES_URL_FILE
     with pytest.raises(DataError, match=f"params metrics.places.sha256 is null: {re.escape(url)} has sha256 "
                                         f"{_sha(payload)}; pin it there"):
-        stages.weights(_places_params(url, None), "places", str(out))
+        stages.evaluate.weights(_places_params(url, None), "places", str(out))
     assert _leftovers(out.parent) == []
 
 
 def test_the_stage_refuses_a_kind_without_a_url(tmp_path):
     with pytest.raises(ParamsError, match="params key 'metrics.inception' has no url to download"):
-        stages.weights(validate_params(base_params()), "inception", str(tmp_path / "x.pth"))
+        stages.evaluate.weights(validate_params(base_params()), "inception", str(tmp_path / "x.pth"))
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -195,31 +201,31 @@ def test_a_metrics_file_names_its_extractors_files_and_hashes(tmp_path, places_f
         url = base + PLACES_URL_FILE
         params["metrics"]["places"] = {"url": url, "sha256": sha}
         params = validate_params(params)
-        weights = metric_weights.downloaded(params)["places"]
-        stages.weights(params, "places", weights)
+        weights_file = weights.downloaded(params)["places"]
+        stages.evaluate.weights(params, "places", weights_file)
     splits, extractor, model = tmp_path / "splits.json", tmp_path / "extractor.safetensors", tmp_path / "mae.safetensors"
-    stages.splits(params, str(DEBIAN_DIR), str(splits))
-    stages.pretrain(params, "mae", str(DEBIAN_DIR), str(model))
-    stages.train_extractor(params, str(DEBIAN_DIR), str(extractor))
-    stages.reference(params, str(DEBIAN_DIR), str(splits), str(extractor), str(tmp_path / "reference"))
-    stages.generate(params, str(model), str(DEBIAN_DIR), str(splits), "center", str(tmp_path / "recon"))
-    stages.metrics(params, str(tmp_path / "recon"), str(tmp_path / "reference"), str(extractor), str(model),
+    stages.data.splits(params, str(DEBIAN_DIR), str(splits))
+    stages.models.pretrain(params, "mae", str(DEBIAN_DIR), str(model))
+    stages.models.train_extractor(params, str(DEBIAN_DIR), str(extractor))
+    stages.evaluate.reference(params, str(DEBIAN_DIR), str(splits), str(extractor), str(tmp_path / "reference"))
+    stages.generate.generate(params, str(model), str(DEBIAN_DIR), str(splits), "center", str(tmp_path / "recon"))
+    stages.evaluate.metrics(params, str(tmp_path / "recon"), str(tmp_path / "reference"), str(extractor), str(model),
                    str(tmp_path / "center.json"))
     result = json.loads((tmp_path / "center.json").read_text())
     assert result["extractors"]["pipeline"]["file"] == str(extractor)
     assert result["extractors"]["places"] == {
-        "used": True, "note": f"ResNet-50-Places365 weights at {weights}", "file": weights, "sha256": sha, "url": url}
+        "used": True, "note": f"ResNet-50-Places365 weights at {weights_file}", "file": weights_file, "sha256": sha, "url": url}
     assert result["extractors"]["inception"]["used"] is False  # the default path, absent here
     assert result["extractors"]["inception"]["file"].endswith(std.INCEPTION_FILE)
     for which in ("forget", "retain"):
         assert 1.0 < result[which]["places_is"] <= 365.0
-    from pipeline_lib.summary import run_row
+    from pipeline_lib.report.summary import run_row
 
     assert run_row(result, "base")["F"]["places_is"] == round(result["forget"]["places_is"], 6)
 
 
 def test_natural_images_lead_with_the_standard_numbers():
-    from pipeline_lib.report import headline_scores
+    from pipeline_lib.report.tables import headline_scores
 
     own = {"fid": 10.0, "is": 2.0, "kid": 0.1, "cosine": 0.5, "accuracy": 0.9}
     standard = {"inception": {"fid": 30.0, "is": 5.0, "kid": 0.3}, "clip_cosine": 0.7}

@@ -9,10 +9,11 @@ import torch
 import torch_fidelity
 
 from helpers import Uint8RGB, base_params, codec, fashion_subset
-from pipeline_lib import evaluate, extractor, trainer
-from pipeline_lib.datasets import ImageCodec
-from pipeline_lib.errors import DataError
-from pipeline_lib.loaders import ImageLoader
+from pipeline_lib.evaluation import scores as evaluate, extractor
+from pipeline_lib.training import trainer
+from pipeline_lib.runtime.errors import DataError
+from pipeline_lib.training.loaders import ImageLoader
+from pipeline_lib.params import dataset
 
 N = 120  # images per evaluation set
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def trained(tmp_path_factory):
     """A Classifier trained for a few steps on 2000 real training images and saved as the pipeline does."""
     params = base_params()
-    c = ImageCodec.from_params(params)
+    c = dataset.codec(params)
     images, labels = fashion_subset(2000, train=True)
     torch.manual_seed(0)
     net = extractor.Classifier(1, 10, params["extractor"]["feature_dim"])

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from helpers import TINY_ARCH, assert_state_dicts_equal, codec, fashion_subset, official_mae_state_dict, train_l2n_briefly
-from pipeline_lib import checkpoints, masks
-from pipeline_lib.errors import DataError
+from pipeline_lib.models import checkpoints
+from pipeline_lib.data import masks
+from pipeline_lib.runtime.errors import DataError
 from pipeline_lib.models import MAE, build_model, load_model, save_model
 from pipeline_lib.models.base import read_meta
 

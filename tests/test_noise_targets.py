@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from helpers import codec, fashion_subset
-from pipeline_lib import noise_targets
-from pipeline_lib.covariance import load
+from pipeline_lib.noise import targets as noise_targets
+from pipeline_lib.noise.covariance import load
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,12 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import serve_directory
-from pipeline_lib import checkpoints, config
-from pipeline_lib.errors import DataError, ParamsError
+from pipeline_lib.models import checkpoints
+from pipeline_lib.params import load
+from pipeline_lib.runtime.errors import DataError, ParamsError
 from helpers import base_params
+import pipeline_lib.stages.data  # noqa: F401
+import pipeline_lib.stages.models  # noqa: F401
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
 
@@ -50,11 +53,11 @@ def test_schema_takes_path_and_null_hash():
     for spec in ({"path": "/x/16_Network.pth", "sha256": None}, {"url": "https://h/x", "sha256": "a" * 64}):
         params = base_params()
         params["model"]["diffusion"]["checkpoint"] = spec
-        config.validate_params(params)
+        load.validate_params(params)
     params = base_params()
     params["model"]["diffusion"]["checkpoint"] = {"path": "/x", "url": "https://h/x", "sha256": None}
     with pytest.raises(ParamsError, match="model.diffusion.checkpoint"):
-        config.validate_params(params)
+        load.validate_params(params)
 
 
 def test_load_official_passes_arch_and_context(tmp_path):
@@ -81,7 +84,7 @@ def test_pretrain_stage_converts_palette_from_a_local_path(tmp_path):
                                                   r"\(data.kind fashion_mnist\)")):
         params["model"]["diffusion"]["checkpoint"] = {"path": str(path), "sha256": pinned}
         with pytest.raises(DataError, match=message):  # converted, then refused for the grey default data
-            stages.pretrain(config.validate_params(params), "diffusion", str(DEBIAN_DIR), str(out))
+            stages.models.pretrain(load.validate_params(params), "diffusion", str(DEBIAN_DIR), str(out))
     assert path.is_file() and not out.exists()  # a user's file is never deleted
 
 
@@ -99,10 +102,10 @@ def test_pretrain_stage_takes_the_mage_tokenizer_as_its_own_file(tmp_path):
     params["model"]["vqgan"]["checkpoint"] = {"path": str(net), "sha256": hashlib.sha256(net.read_bytes()).hexdigest()}
     params["model"]["vqgan"]["tokenizer"]["checkpoint"] = {"path": str(tok), "sha256": None}
     with pytest.raises(DataError, match="tokenizer.checkpoint.sha256 is null"):
-        stages.pretrain(config.validate_params(params), "vqgan", str(DEBIAN_DIR), str(tmp_path / "m.safetensors"))
+        stages.models.pretrain(load.validate_params(params), "vqgan", str(DEBIAN_DIR), str(tmp_path / "m.safetensors"))
     params["model"]["vqgan"]["tokenizer"]["checkpoint"]["sha256"] = hashlib.sha256(tok.read_bytes()).hexdigest()
     with pytest.raises(DataError, match="expects 3x32px images"):  # converted with MaskGIT's VQGAN, RGB
-        stages.pretrain(config.validate_params(params), "vqgan", str(DEBIAN_DIR), str(tmp_path / "m.safetensors"))
+        stages.models.pretrain(load.validate_params(params), "vqgan", str(DEBIAN_DIR), str(tmp_path / "m.safetensors"))
 
 
 # --- the pretrain stage on an RGB class-folder tree -----------------------------------------------------
@@ -146,7 +149,7 @@ def _folder_params(tree, model: str, path: Path, arch: dict, sha256: str | None,
     params["models"] = [model]
     params["model"][model]["arch"] = arch
     params["model"][model]["checkpoint"] = {"path": str(path), "sha256": sha256}
-    return config.validate_params(params)
+    return load.validate_params(params)
 
 
 @pytest.mark.parametrize("model", ["mae", "vqgan", "diffusion"])
@@ -158,11 +161,11 @@ def test_pretrain_on_an_rgb_tree_takes_the_official_checkpoint_without_training(
     path, arch = _official_files(tmp_path)[model]
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     raw = tmp_path / "raw"
-    stages.data(_folder_params(rgb_tree, model, path, arch, sha), str(raw))
+    stages.data.data(_folder_params(rgb_tree, model, path, arch, sha), str(raw))
     out = tmp_path / "original" / "model.safetensors"
     with pytest.raises(DataError, match=f"model.{model}.checkpoint.sha256 is null: .* has sha256 {sha}"):
-        stages.pretrain(_folder_params(rgb_tree, model, path, arch, None), model, str(raw), str(out))
-    stages.pretrain(_folder_params(rgb_tree, model, path, arch, sha), model, str(raw), str(out))
+        stages.models.pretrain(_folder_params(rgb_tree, model, path, arch, None), model, str(raw), str(out))
+    stages.models.pretrain(_folder_params(rgb_tree, model, path, arch, sha), model, str(raw), str(out))
     meta = read_meta(out)
     assert meta["sha256"] == sha and meta["source"] == str(path) and "training" not in meta
     net = load_model(out)
@@ -179,11 +182,11 @@ def test_pretrain_on_an_rgb_tree_refuses_a_checkpoint_of_another_size_naming_the
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     raw = tmp_path / "raw"
     params = _folder_params(rgb_tree, "vqgan", path, arch, sha, image_size=64)
-    stages.data(params, str(raw))
+    stages.data.data(params, str(raw))
     out = tmp_path / "original" / "model.safetensors"
     with pytest.raises(DataError, match=r"params model.vqgan.checkpoint: checkpoint .* expects 3x32px images, the "
                                         r"dataset gives 3x64px: RGB class folders .* data.image_size 64"):
-        stages.pretrain(params, "vqgan", str(raw), str(out))
+        stages.models.pretrain(params, "vqgan", str(raw), str(out))
     assert not out.exists()
 
 
@@ -196,12 +199,12 @@ def test_a_family_image_size_runs_an_official_checkpoint_at_its_native_size(tmp_
     path, arch = _official_files(tmp_path)["vqgan"]
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     raw = tmp_path / "raw"
-    stages.data(_folder_params(rgb_tree, "vqgan", path, arch, sha, image_size=64), str(raw))
+    stages.data.data(_folder_params(rgb_tree, "vqgan", path, arch, sha, image_size=64), str(raw))
     out = tmp_path / "original" / "model.safetensors"
-    stages.pretrain(_folder_params(rgb_tree, "vqgan", path, arch, sha, image_size=64, own_size=32), "vqgan",
+    stages.models.pretrain(_folder_params(rgb_tree, "vqgan", path, arch, sha, image_size=64, own_size=32), "vqgan",
                     str(raw), str(out))
     assert load_model(out).image_size == 32
     with pytest.raises(DataError, match=r"expects 3x32px images, the dataset gives 3x48px: .* "
                                         r"model.vqgan.image_size 48"):
-        stages.pretrain(_folder_params(rgb_tree, "vqgan", path, arch, sha, image_size=64, own_size=48), "vqgan",
+        stages.models.pretrain(_folder_params(rgb_tree, "vqgan", path, arch, sha, image_size=64, own_size=48), "vqgan",
                         str(raw), str(tmp_path / "other" / "model.safetensors"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from pipeline_lib import checkpoints
+from pipeline_lib.models import checkpoints
 
 FIXTURE = Path(__file__).parent / "fixtures" / "official" / "mae_vit.safetensors"
 
@@ -29,7 +29,7 @@ def test_mae_at_another_size_rebuilds_only_the_sincos_tables(tmp_path):
     """paper 1's ImageNet preset runs MAGE's 256 px: the MAE's fixed sin-cos tables are rebuilt for 16x16."""
     import pytest
 
-    from pipeline_lib.errors import DataError
+    from pipeline_lib.runtime.errors import DataError
     from pipeline_lib.models.vit import sincos_pos_embed
 
     f = load_file(str(FIXTURE))

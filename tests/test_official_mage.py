@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline_lib import checkpoints
-from pipeline_lib.errors import DataError
+from pipeline_lib.models import checkpoints
+from pipeline_lib.runtime.errors import DataError
 from pipeline_lib.models import MaskedTokenModel, load_model, save_model
 from pipeline_lib.models import mage_inpaint
 from pipeline_lib.models.maskgit_vqgan import MaskGITVQGAN

@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline_lib import checkpoints
-from pipeline_lib.errors import DataError
+from pipeline_lib.models import checkpoints
+from pipeline_lib.runtime.errors import DataError
 from pipeline_lib.models import PaletteDiffusion, load_model, save_model
 from pipeline_lib.models.base import read_meta
 from pipeline_lib.models.palette_official import detect_schedule, schedule_buffers

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from helpers import base_params
-from pipeline_lib import config
-from pipeline_lib.errors import ParamsError
+from pipeline_lib.params import load
+from pipeline_lib.runtime.errors import ParamsError
 
 
 def _message(params: dict) -> str:
     with pytest.raises(ParamsError) as info:
-        config.validate_params(params)
+        load.validate_params(params)
     return str(info.value)
 
 
@@ -21,7 +21,7 @@ def test_eval_per_class_beyond_the_test_set_names_the_key():
     msg = _message(params)
     assert "'splits.eval_per_class' = 1001" in msg and "1000" in msg
     params["splits"]["eval_per_class"] = 1000
-    config.validate_params(params)
+    load.validate_params(params)
 
 
 def test_unlearn_per_class_beyond_the_train_set_names_the_key():
@@ -59,4 +59,4 @@ def test_unknown_device_names_the_key(device):
 def test_known_devices_pass_without_the_hardware(device):
     params = base_params()
     params["runtime"]["device"] = device
-    config.validate_params(params)
+    load.validate_params(params)

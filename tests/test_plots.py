@@ -1,4 +1,4 @@
-"""Ablation tables and figures (pipeline_lib.plots) on hand-built frames shaped like `report.collect`'s output."""
+"""Ablation tables and figures (pipeline_lib.report.plots) on hand-built frames shaped like `report.collect`'s output."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline_lib import plots
-from pipeline_lib.errors import DataError
-from pipeline_lib.plots import METRIC_COLUMNS
+from pipeline_lib.report import plots
+from pipeline_lib.runtime.errors import DataError
+from pipeline_lib.report.plots import METRIC_COLUMNS
 
 AXES = ("alpha", "noise", "sigma", "gamma", "psi", "eps", "retain")
 MODELS = {"mae": 0.0, "vqgan": 100.0, "diffusion": 200.0}  # offset that keeps each model's numbers apart

@@ -5,16 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from pipeline_lib.progress import LogProgress
+from pipeline_lib.runtime.progress import LogProgress
 
 
 def test_a_stage_log_holds_plain_progress_lines_without_carriage_returns(tmp_path):
     log = tmp_path / "stage.log"
     code = (
         "import time\n"
-        "from pipeline_lib.runtime import setup_logging, progress\n"
+        "from pipeline_lib.runtime.devices import setup_logging, progress\n"
         f"setup_logging({str(log)!r})\n"
-        "import pipeline_lib.progress as p\n"
+        "import pipeline_lib.runtime.progress as p\n"
         "p.INTERVAL = 0.05\n"
         "bar = progress(total=20, desc='train', unit='step', interval=0.05)\n"
         "for i in range(20):\n"

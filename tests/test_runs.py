@@ -12,13 +12,20 @@ import torch
 
 from helpers import DEBIAN_DIR, base_params, fashion
 from pipeline_lib import stages
-from pipeline_lib.config import unlearn_runs, validate_params
-from pipeline_lib.datasets import CLASSES
-from pipeline_lib.errors import DataError, ParamsError
+import pipeline_lib.stages.data  # noqa: F401
+import pipeline_lib.stages.evaluate  # noqa: F401
+import pipeline_lib.stages.generate  # noqa: F401
+import pipeline_lib.stages.models  # noqa: F401
+import pipeline_lib.stages.noise  # noqa: F401
+import pipeline_lib.stages.unlearn  # noqa: F401
+from pipeline_lib.params.grid import unlearn_runs
+from pipeline_lib.params.load import validate_params
+from pipeline_lib.data.datasets import CLASSES
+from pipeline_lib.runtime.errors import DataError, ParamsError
 from pipeline_lib.models import load_model
 from pipeline_lib.models.base import read_meta
 from pipeline_lib.models.vqgan import VQTokenizer
-from pipeline_lib.splits import retain_indices
+from pipeline_lib.data.splits import retain_indices
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -44,21 +51,21 @@ def tiny_params() -> dict:
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     params = tiny_params()
-    stages.splits(params, str(DEBIAN_DIR), str(root / "splits.json"))
-    stages.noise(params, "identity", str(DEBIAN_DIR), str(root / "splits.json"), str(root / "identity.safetensors"))
-    stages.pretrain(params, "mae", str(DEBIAN_DIR), str(root / "mae.safetensors"))
+    stages.data.splits(params, str(DEBIAN_DIR), str(root / "splits.json"))
+    stages.noise.noise(params, "identity", str(DEBIAN_DIR), str(root / "splits.json"), str(root / "identity.safetensors"))
+    stages.models.pretrain(params, "mae", str(DEBIAN_DIR), str(root / "mae.safetensors"))
     return root, params
 
 
 def test_tokenizer_stage_feeds_vqgan_pretraining_frozen(tmp_path):
     params = tiny_params()
     tok_path, model_path = tmp_path / "tokenizer.safetensors", tmp_path / "vqgan.safetensors"
-    stages.pretrain_part(params, "vqgan", "tokenizer", str(DEBIAN_DIR), str(tok_path))
+    stages.models.pretrain_part(params, "vqgan", "tokenizer", str(DEBIAN_DIR), str(tok_path))
     tokenizer = VQTokenizer.load(tok_path)
     assert tokenizer.arch()["codebook_size"] == 16
     with pytest.raises(DataError, match="needs the pre-trained part"):
-        stages.pretrain(params, "vqgan", str(DEBIAN_DIR), str(model_path))
-    stages.pretrain(params, "vqgan", str(DEBIAN_DIR), str(model_path), tokenizer=str(tok_path))
+        stages.models.pretrain(params, "vqgan", str(DEBIAN_DIR), str(model_path))
+    stages.models.pretrain(params, "vqgan", str(DEBIAN_DIR), str(model_path), tokenizer=str(tok_path))
     model = load_model(model_path)
     for name, value in tokenizer.state_dict().items():  # the tokenizer was frozen during pre-training
         assert torch.equal(model.tokenizer.state_dict()[name], value), name
@@ -81,7 +88,7 @@ def test_retrain_leaves_out_the_forget_classes(workspace, tmp_path, caplog):
     root, params = workspace
     out = tmp_path / "retrain.safetensors"
     with caplog.at_level("INFO"):
-        stages.retrain(params, "mae", str(DEBIAN_DIR), str(root / "splits.json"), str(out))
+        stages.models.retrain(params, "mae", str(DEBIAN_DIR), str(root / "splits.json"), str(out))
     n_forget = sum(int((fashion(True)[1] == CLASSES.index(c)).sum()) for c in params["splits"]["forget"])
     assert f"on {60000 - n_forget} of 60000 training images" in caplog.text
     assert read_meta(out)["source"].startswith("retrained")
@@ -107,7 +114,7 @@ def test_proxy_and_limited_retain_draw_from_the_right_classes(workspace):
 
 def _unlearn(root: Path, params: dict, method: str, variant: str, anchors=None) -> Path:
     out = root / method / variant / "model.safetensors"
-    stages.unlearn(params, "mae", method, variant, str(root / "mae.safetensors"), str(DEBIAN_DIR),
+    stages.unlearn.unlearn(params, "mae", method, variant, str(root / "mae.safetensors"), str(DEBIAN_DIR),
                    str(root / "splits.json"), str(root / "identity.safetensors"), str(out), anchors=anchors)
     return out
 
@@ -168,8 +175,8 @@ def test_crossval_outpaints_the_models_inpainting_with_the_original(workspace, t
               "tasks": ["center", "outpaint"], "crossval": {"inpaint": "center", "outpaint": "outpaint"}}
     params = validate_params(params)
     unlearned = _unlearn(root, params, "l2n", _default_l2n(params))
-    stages.generate(params, str(unlearned), str(DEBIAN_DIR), str(root / "splits.json"), "center", str(tmp_path / "center"))
-    stages.crossval(params, str(unlearned), str(root / "mae.safetensors"), str(DEBIAN_DIR), str(root / "splits.json"),
+    stages.generate.generate(params, str(unlearned), str(DEBIAN_DIR), str(root / "splits.json"), "center", str(tmp_path / "center"))
+    stages.generate.crossval(params, str(unlearned), str(root / "mae.safetensors"), str(DEBIAN_DIR), str(root / "splits.json"),
                     str(tmp_path / "xval"))
     for which in ("forget", "retain"):
         first = load_file(str(tmp_path / "center" / f"{which}.safetensors"))
@@ -187,12 +194,12 @@ def test_metrics_file_names_every_extractor(workspace, tmp_path):
                                                                           "subset": 512, "max_steps": 2}}}
     params["metrics"] = {**params["metrics"], "inception": {"weights": str(tmp_path / "absent.pth")}}
     extractor = tmp_path / "extractor.safetensors"
-    stages.train_extractor(params, str(DEBIAN_DIR), str(extractor))
-    stages.reference(params, str(DEBIAN_DIR), str(root / "splits.json"), str(extractor), str(tmp_path / "reference"))
-    stages.generate(params, str(root / "mae.safetensors"), str(DEBIAN_DIR), str(root / "splits.json"), "center",
+    stages.models.train_extractor(params, str(DEBIAN_DIR), str(extractor))
+    stages.evaluate.reference(params, str(DEBIAN_DIR), str(root / "splits.json"), str(extractor), str(tmp_path / "reference"))
+    stages.generate.generate(params, str(root / "mae.safetensors"), str(DEBIAN_DIR), str(root / "splits.json"), "center",
                     str(tmp_path / "recon"))
     out = tmp_path / "center.json"
-    stages.metrics(params, str(tmp_path / "recon"), str(tmp_path / "reference"), str(extractor),
+    stages.evaluate.metrics(params, str(tmp_path / "recon"), str(tmp_path / "reference"), str(extractor),
                    str(root / "mae.safetensors"), str(out))
     result = json.loads(out.read_text())
     assert result["extractor"] == "i2i-unlearning-classifier"

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from helpers import base_params, fashion
-from pipeline_lib import masks
-from pipeline_lib.datasets import CLASSES
-from pipeline_lib.errors import ParamsError
-from pipeline_lib.splits import make_splits
+from pipeline_lib.data import masks
+from pipeline_lib.data.datasets import CLASSES
+from pipeline_lib.runtime.errors import ParamsError
+from pipeline_lib.params.sets import make_splits
 
 
 def _labels():

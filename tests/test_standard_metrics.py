@@ -15,8 +15,8 @@ from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from helpers import Uint8RGB, codec, fashion_subset
-from pipeline_lib import standard_extractors as std
-from pipeline_lib.errors import DataError
+from pipeline_lib.evaluation import standard_extractors as std
+from pipeline_lib.runtime.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

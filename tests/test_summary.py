@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from helpers import base_params
-from pipeline_lib import paths
-from pipeline_lib.errors import DataError
-from pipeline_lib.summary import run_key, summary_file, write_summaries
+from pipeline_lib.params import paths
+from pipeline_lib.runtime.errors import DataError
+from pipeline_lib.report.summary import run_key, summary_file, write_summaries
 
 
 def _write_metrics(root: Path, params: dict, fid_forget: float) -> None:

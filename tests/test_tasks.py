@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline_lib import masks
+from pipeline_lib.data import masks
 
 S = 32  # the pipeline's image size: an 8x8 grid of 4 px MAE patches / VQ tokens
 

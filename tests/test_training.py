@@ -10,15 +10,15 @@ import torch
 from torch import nn
 
 from helpers import TINY_ARCH, codec, fashion_subset, temp_leftovers
-from pipeline_lib import trainer
-from pipeline_lib.atomic import atomic_path, write_json
-from pipeline_lib.errors import NonFiniteLossError
-from pipeline_lib.noise import NoiseSampler
-from pipeline_lib.loaders import BalancedLoader, ImageLoader, mask_sampler
+from pipeline_lib.training import trainer
+from pipeline_lib.runtime.atomic import atomic_path, write_json
+from pipeline_lib.runtime.errors import NonFiniteLossError
+from pipeline_lib.noise.sampling import NoiseSampler
+from pipeline_lib.training.loaders import BalancedLoader, ImageLoader, mask_sampler
 from pipeline_lib.methods import build_method, distance
 from pipeline_lib.models import I2IModel, build_model
 from pipeline_lib.models.base import FamilyObjective
-from pipeline_lib.runtime import seed_everything
+from pipeline_lib.runtime.devices import seed_everything
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

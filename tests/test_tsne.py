@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from helpers import fashion_subset, temp_leftovers
-from pipeline_lib import tsne
+from pipeline_lib.evaluation import tsne
 
 GROUPS = {"T-shirt/top": 0, "Trouser": 1, "Bag": 8}
 N = 60

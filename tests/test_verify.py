@@ -10,14 +10,16 @@ import pytest
 import torch
 
 from helpers import TINY_ARCH, base_params, codec, fashion_subset, torch_threads
-from pipeline_lib.errors import ParamsError
-from pipeline_lib.verify import settings as vs
+from pipeline_lib.runtime.errors import ParamsError
+from pipeline_lib.params import verify as vs
 from pipeline_lib.verify.membership import membership
 from pipeline_lib.verify.probe import linear_probe
 from pipeline_lib.verify.relearn import relearn
 from pipeline_lib.verify.sweep import sweep
 from pipeline_lib.verify.verdict import judge
 from verify_toy import HOLE, bar_score, data, fit_closed_form, make_hider
+import pipeline_lib.stages.data  # noqa: F401
+import pipeline_lib.stages.models  # noqa: F401
 
 BAND = {"band": 0.3, "min_gap": 0.02, "retain_tolerance": 0.1}
 
@@ -119,9 +121,9 @@ def _tiny_mae(seed: int):
 
 
 def test_membership_separates_members_of_an_overfitted_model_and_is_inconclusive_otherwise():
-    from pipeline_lib.loaders import ImageLoader, mask_sampler
+    from pipeline_lib.training.loaders import ImageLoader, mask_sampler
     from pipeline_lib.models.base import FamilyObjective
-    from pipeline_lib.trainer import fit
+    from pipeline_lib.training.trainer import fit
 
     c = codec()
     members = c.encode(fashion_subset(24, classes=[1])[0])
@@ -151,7 +153,7 @@ def test_damage_to_the_retain_set_overrides_the_checks():
 
 
 def test_verify_params_are_checked_naming_the_key():
-    from pipeline_lib.config import validate_params
+    from pipeline_lib.params.load import validate_params
 
     params = base_params()
     params["verify"] = {"checks": ["probe", "sweep"], "methods": ["l2n"], "per_model": {"diffusion": {"sweep": {"images": 20}}}}
@@ -198,12 +200,12 @@ def stage_files(tmp_path_factory):
                         "sweep": {"images": 20, "masks": [{"kind": "center", "size": 8}, {"kind": "random", "ratio": 0.5, "patch": 4}]},
                         "relearn": {"K": [4], "max_steps": 4, "every": 2, "batch_size": 4, "images": 20},
                         "membership": {"members": 10, "masks": 2}}
-    from pipeline_lib.config import validate_params
+    from pipeline_lib.params.load import validate_params
 
     validate_params(params)
     with torch_threads(1):
-        stages.splits(params, str(DEBIAN_DIR), str(root / "splits.json"))
-        stages.train_extractor(params, str(DEBIAN_DIR), str(root / "extractor.safetensors"))
+        stages.data.splits(params, str(DEBIAN_DIR), str(root / "splits.json"))
+        stages.models.train_extractor(params, str(DEBIAN_DIR), str(root / "extractor.safetensors"))
         for seed in (0, 1):
             save_model(_tiny_mae(seed), root / f"mae{seed}.safetensors", {"training": {"wall_time_s": 1.0}})
     return params, root
@@ -211,7 +213,7 @@ def stage_files(tmp_path_factory):
 
 def test_the_stages_write_each_check_for_a_checkpoint(stage_files):
     from helpers import DEBIAN_DIR
-    from pipeline_lib.verify import stages as vstages
+    from pipeline_lib.stages import verify as vstages
 
     params, root = stage_files
     data, split, ext, ckpt = str(DEBIAN_DIR), str(root / "splits.json"), str(root / "extractor.safetensors"), str(root / "mae1.safetensors")
@@ -239,8 +241,8 @@ def test_the_report_writes_a_verification_table_per_family_and_the_verdict_colum
 
     import pandas as pd
 
-    from pipeline_lib.report import _write_table
-    from pipeline_lib.verify import report as vreport
+    from pipeline_lib.report.tables import _write_table
+    from pipeline_lib.report import verification as vreport
 
     params = base_params()
     params["models"] = ["mae"]
@@ -283,7 +285,7 @@ def test_wide_encoder_features_are_hashed_to_a_fixed_linear_sketch():
 
 def test_the_spread_table_pools_seeds_with_the_gap_to_retrain():
     """Two seeds of one setting: one row, mean ± 95 % CI of each figure, the gap to retrain, verdict counts."""
-    from pipeline_lib.verify import report as vreport
+    from pipeline_lib.report import verification as vreport
 
     def checks(recall, steps):
         return {"probe": {"forget_recall": recall},
@@ -308,8 +310,8 @@ def test_the_spread_table_pools_seeds_with_the_gap_to_retrain():
 
 def test_the_relearning_figure_gives_the_seeds_of_a_setting_one_colour_and_one_legend_entry(tmp_path, monkeypatch):
     """Three seeds and twenty settings would otherwise give a legend per run that covers the panels."""
-    from pipeline_lib import plots
-    from pipeline_lib.verify import report as vreport
+    from pipeline_lib.report import plots
+    from pipeline_lib.report import verification as vreport
 
     drawn = {}
     monkeypatch.setattr(plots, "_save", lambda fig, out: drawn.update(fig=fig))

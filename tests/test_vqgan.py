@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from helpers import assert_state_dicts_equal, codec, fashion_subset, official_vit_block, train_l2n_briefly
-from pipeline_lib import checkpoints, masks, models
-from pipeline_lib.errors import DataError
+from pipeline_lib.models import checkpoints
+from pipeline_lib.data import masks
+from pipeline_lib import models
+from pipeline_lib.runtime.errors import DataError
 from pipeline_lib.models import load_model, save_model
 from pipeline_lib.models.vqgan import DECODER_PREFIXES, ENCODER_PREFIXES, MaskedTokenModel, VQTokenizer
 

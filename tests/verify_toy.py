@@ -15,7 +15,7 @@ import copy
 import torch
 from torch import nn
 
-from pipeline_lib.masks import apply_mask, center_mask
+from pipeline_lib.data.masks import apply_mask, center_mask
 from pipeline_lib.models.base import I2IModel
 
 from helpers import codec, fashion_subset

@@ -6,52 +6,68 @@ Parameters are validated on start-up; library errors print as one line naming wh
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
 import sys
 from pathlib import Path
 
-from . import stages
-from .verify import stages as verify_stages
-from .config import load_params
-from .errors import PipelineError
-from .runtime import configure_threads, setup_logging
+from .params.load import load_params
+from .params.runtime import gpus
+from .runtime.errors import PipelineError
+from .runtime.devices import configure_threads, setup_logging
 
 LOG = logging.getLogger("pipeline_lib")
 
-#: stage -> (function, arguments); "name?" is optional, "name*" takes one or more paths
+#: stage -> ("module:function" under pipeline_lib.stages, arguments); "name?" is optional, "name*" takes one or
+#: more paths. A stage imports only its own module: `splits` never loads the model families' libraries.
 STAGES = {
-    "data": (stages.data, ["out"]),
-    "splits": (stages.splits, ["set?", "data_dir", "out"]),
-    "pretrain-part": (stages.pretrain_part, ["model", "part", "data_dir", "out"]),
-    "pretrain": (stages.pretrain, ["model", "data_dir", "tokenizer?", "out"]),
-    "retrain": (stages.retrain, ["model", "data_dir", "splits", "tokenizer?", "out"]),
-    "extractor": (stages.train_extractor, ["data_dir", "out"]),
-    "reference": (stages.reference, ["data_dir", "splits", "extractor", "out"]),
-    "noise": (stages.noise, ["kind", "data_dir", "splits", "out"]),
-    "unlearn": (stages.unlearn, ["model", "method", "variant", "original", "data_dir", "splits", "noise", "anchors*", "out"]),
-    "generate": (stages.generate, ["checkpoint", "data_dir", "splits", "task", "out"]),
-    "crossval": (stages.crossval, ["checkpoint", "original", "data_dir", "splits", "out"]),
-    "weights": (stages.weights, ["kind", "out"]),
-    "metrics": (stages.metrics, ["recon", "reference", "extractor", "checkpoint", "out"]),
-    "summary": (stages.summary, []),
-    "aggregate": (stages.aggregate, ["extractor", "reference*", "out"]),
-    "dvc-yaml": (stages.dvc_yaml, ["out?"]),
-    "record": (stages.record, []),
-    "adopt": (stages.adopt, []),
-    "verify-probe": (verify_stages.verify_probe, ["checkpoint", "data_dir", "splits", "out"]),
-    "verify-sweep": (verify_stages.verify_sweep, ["checkpoint", "data_dir", "splits", "extractor", "out"]),
-    "verify-relearn": (verify_stages.verify_relearn, ["checkpoint", "original", "data_dir", "splits", "extractor", "out"]),
-    "verify-membership": (verify_stages.verify_membership, ["checkpoint", "data_dir", "splits", "out"]),
+    "data": ("data:data", ["out"]),
+    "splits": ("data:splits", ["set?", "data_dir", "out"]),
+    "pretrain-part": ("models:pretrain_part", ["model", "part", "data_dir", "out"]),
+    "pretrain": ("models:pretrain", ["model", "data_dir", "tokenizer?", "out"]),
+    "retrain": ("models:retrain", ["model", "data_dir", "splits", "tokenizer?", "out"]),
+    "extractor": ("models:train_extractor", ["data_dir", "out"]),
+    "reference": ("evaluate:reference", ["data_dir", "splits", "extractor", "out"]),
+    "noise": ("noise:noise", ["kind", "data_dir", "splits", "out"]),
+    "unlearn": ("unlearn:unlearn", ["model", "method", "variant", "original", "data_dir", "splits", "noise", "anchors*", "out"]),
+    "generate": ("generate:generate", ["checkpoint", "data_dir", "splits", "task", "out"]),
+    "crossval": ("generate:crossval", ["checkpoint", "original", "data_dir", "splits", "out"]),
+    "weights": ("evaluate:weights", ["kind", "out"]),
+    "metrics": ("evaluate:metrics", ["recon", "reference", "extractor", "checkpoint", "out"]),
+    "summary": ("report:summary", []),
+    "aggregate": ("report:aggregate", ["extractor", "reference*", "out"]),
+    "dvc-yaml": ("team:dvc_yaml", ["out?"]),
+    "record": ("team:record", []),
+    "adopt": ("team:adopt", []),
+    "docs": ("report:docs", []),
+    "verify-probe": ("verify:verify_probe", ["checkpoint", "data_dir", "splits", "out"]),
+    "verify-sweep": ("verify:verify_sweep", ["checkpoint", "data_dir", "splits", "extractor", "out"]),
+    "verify-relearn": ("verify:verify_relearn", ["checkpoint", "original", "data_dir", "splits", "extractor", "out"]),
+    "verify-membership": ("verify:verify_membership", ["checkpoint", "data_dir", "splits", "out"]),
 }
 
 
-def parser() -> argparse.ArgumentParser:
+def stage_function(stage: str):
+    """The function behind `stage`, its module imported on first use."""
+    module, name = STAGES[stage][0].split(":")
+    return getattr(importlib.import_module(f"{__package__}.stages.{module}"), name)
+
+
+def _summary(stage: str) -> str | None:
+    doc = stage_function(stage).__doc__
+    return doc.strip().splitlines()[0] if doc else None
+
+
+def parser(described: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
+    """The CLI; `described`: the stages whose one-line help is shown (None: all, which imports every stage)."""
     p = argparse.ArgumentParser(prog="python -m pipeline_lib", description=__doc__)
     sub = p.add_subparsers(dest="stage", required=True)
-    for name, (fn, args) in STAGES.items():
-        sp = sub.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else None)
+    for name, (_, args) in STAGES.items():
+        shown = described is None or name in described
+        sp = sub.add_parser(name, help=_summary(name) if shown else None,
+                            description=_summary(name) if shown else None)
         sp.add_argument("--params", default="params.yaml")
         sp.add_argument("--log", default=None, help="also write everything this stage prints here")
         for arg in args:
@@ -77,20 +93,22 @@ def _family(ns: argparse.Namespace) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ns = parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    ns = parser((words[0],) if words and words[0] in STAGES else None).parse_args(argv)
     setup_logging(ns.log if os.environ.get("RANK", "0") == "0" else None)  # under torchrun: rank 0 writes the log
-    fn, args = STAGES[ns.stage]
+    args = STAGES[ns.stage][1]
     try:
         params = load_params(ns.params)
-        from . import distributed
+        from .runtime import distributed
 
-        relaunch = distributed.relaunch_command(ns.stage, params, _family(ns), sys.argv[1:] if argv is None else argv)
+        relaunch = distributed.relaunch_command(ns.stage, gpus(params, _family(ns)), params["runtime"]["device"],
+                                                 sys.argv[1:] if argv is None else argv)
         if relaunch is not None:  # the family asks for several GPUs: one process per GPU under torchrun
             LOG.info("stage %s: %s", ns.stage, " ".join(relaunch))
             return distributed.run_relaunched(relaunch)
         distributed.setup(params["runtime"]["device"])
-        if ns.stage not in ("dvc-yaml", "record", "adopt"):
-            from .dvc_stages import check_current_stage
+        if ns.stage not in ("dvc-yaml", "record", "adopt", "docs"):
+            from .engines.dvc_yaml import check_current_stage
 
             check_current_stage(params, dict(os.environ))
         threads = configure_threads(params["runtime"].get("threads"))
@@ -100,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                   "set": "set_name"}
         kwargs = {rename.get(k, k): v for k, v in kwargs.items()}
         LOG.info("stage %s (%d CPU threads): %s", ns.stage, threads, kwargs)
-        fn(params, **kwargs)
+        stage_function(ns.stage)(params, **kwargs)
     except PipelineError as exc:
         LOG.error("%s failed: %s", ns.stage, exc)
         return 1

@@ -2,18 +2,16 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from pipeline_lib.config import (
+from pipeline_lib.params.grid import (
     method_settings,
     part_keys,
     training_keys,
-    validate_params,
 )
-from pipeline_lib.errors import ParamsError
-from pipeline_lib.metric_weights import (
-    KINDS as WEIGHT_KINDS,
-    downloaded as downloaded_weights,
-)
-from pipeline_lib.paths import (
+from pipeline_lib.params.load import validate_params
+from pipeline_lib.runtime.errors import ParamsError
+from pipeline_lib.evaluation.metric_weights import KINDS as WEIGHT_KINDS
+from pipeline_lib.params.weights import downloaded as downloaded_weights
+from pipeline_lib.params.paths import (
     all_metrics,
     all_recon,
     anchor_args,
@@ -31,10 +29,10 @@ from pipeline_lib.paths import (
     set_of,
     set_roots,
 )
-from pipeline_lib.provenance import code_version
-from pipeline_lib.splits import set_settings
-from pipeline_lib.summary import summary_files
-from pipeline_lib.verify.settings import (
+from pipeline_lib.runtime.provenance import code_version
+from pipeline_lib.params.sets import set_settings
+from pipeline_lib.report.summary import summary_files
+from pipeline_lib.params.verify import (
     all_verify,
     settings as verify_settings,
     task_name as verify_task,
@@ -66,7 +64,7 @@ def per_gpu(mem_mb):
     return lambda wildcards: mem_mb * family_gpus(wildcards)
 
 
-#: the pipeline's cap on DataLoader workers per process (pipeline_lib.streaming.configure)
+#: the pipeline's cap on DataLoader workers per process (pipeline_lib.data.streaming.configure)
 MAX_LOADER_WORKERS = 8
 
 
@@ -81,7 +79,7 @@ def cpus_per_gpu(wildcards):
 
 
 # {scope} is the forget set's part of a path: empty for the single unnamed set, /sets/<name> otherwise
-# (pipeline_lib.paths.scope); shared artefacts (raw data, pre-trained models, extractor) have none.
+# (pipeline_lib.params.paths.scope); shared artefacts (raw data, pre-trained models, extractor) have none.
 wildcard_constraints:
     dataset=r"[a-z0-9_]+",
     scope=r"(?:/sets/[A-Za-z0-9][A-Za-z0-9_-]*)?",

@@ -17,7 +17,7 @@ rule pretrain_part:
         mem_mb=8000,
         runtime=240,
     params:
-        code=code_version("models", "trainer.py"),
+        code=code_version("models", "training/trainer.py"),
         part=lambda w: part_keys(config, w.model, w.part),
         data=config["data"],
         seed=config["seed"],
@@ -46,7 +46,7 @@ rule pretrain:
         mem_mb=per_gpu(8000),
         runtime=240,
     params:
-        code=code_version("models", "trainer.py"),
+        code=code_version("models", "training/trainer.py"),
         parts=lambda w: pretrain_part_args(config, w.model),
         model=lambda w: training_keys(config, w.model),
         data=config["data"],
@@ -76,7 +76,7 @@ rule retrain:
         mem_mb=per_gpu(8000),
         runtime=240,
     params:
-        code=code_version("models", "trainer.py"),
+        code=code_version("models", "training/trainer.py"),
         parts=lambda w: part_args(w.dataset, w.model),
         model=lambda w: training_keys(config, w.model),
         data=config["data"],
@@ -103,7 +103,7 @@ rule extractor:
         mem_mb=4000,
         runtime=60,
     params:
-        code=code_version("extractor.py"),
+        code=code_version("evaluation/extractor.py"),
         extractor=config["extractor"],
         data=config["data"],
         seed=config["seed"],

@@ -1,4 +1,4 @@
-# Verification (README: "Verification: forgotten or hidden?"): one job per check and evaluated model (the
+# Verification (docs/verification.md): one job per check and evaluated model (the
 # original, the runs of verify.methods, retrain) on every forget set ({scope}: see common.smk); the report
 # reads them into each set's verification tables.
 

@@ -30,8 +30,16 @@ import torch
 from torch import nn
 
 from ..models import I2IModel
-from .base import (REGIONS, UnlearningMethod, distance, loss_gradients, model_output, output_distance,
-                   select_parameters, set_gradients)
+from .base import (
+    REGIONS,
+    UnlearningMethod,
+    distance,
+    loss_gradients,
+    model_output,
+    output_distance,
+    select_parameters,
+    set_gradients,
+)
 
 VARPI = 1e-7
 MODES = ("highest", "lowest", "epsilon")

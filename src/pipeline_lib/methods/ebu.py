@@ -41,8 +41,15 @@ import torch
 from torch import nn
 
 from ..models import I2IModel
-from .base import (REGIONS, UnlearningMethod, loss_gradients, model_output, output_distance, select_parameters,
-                   set_gradients)
+from .base import (
+    REGIONS,
+    UnlearningMethod,
+    loss_gradients,
+    model_output,
+    output_distance,
+    select_parameters,
+    set_gradients,
+)
 
 
 FISHER_NORMS = ("mean", "max", "none")

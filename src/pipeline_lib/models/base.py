@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..atomic import atomic_path, write_json
-from ..errors import DataError
+from ..runtime.atomic import atomic_path, write_json
+from ..runtime.errors import DataError
 
 
 class I2IModel(nn.Module):

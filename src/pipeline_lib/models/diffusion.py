@@ -69,8 +69,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import DataError
-from ..masks import apply_mask
+from ..runtime.errors import DataError
+from ..data.masks import apply_mask
 from . import palette_official
 from .base import I2IModel, load_state_exactly
 

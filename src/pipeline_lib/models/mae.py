@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import DataError
+from ..runtime.errors import DataError
 from .base import I2IModel
 from .vit import PatchEmbed, init_linear_and_norm, sincos_pos_embed, vit_block
 

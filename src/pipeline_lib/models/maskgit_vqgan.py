@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DataError
+from ..runtime.errors import DataError
 from .base import load_state_exactly, read_weights, save_weights
 
 #: MaskGIT / MAGE's published tokenizer

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..runtime.errors import DataError
 
 #: the schedule buffers of Palette's `Network` (all [T]); the sampler reads them as stored
 SCHEDULE_BUFFERS = ("gammas", "sqrt_recip_gammas", "sqrt_recipm1_gammas", "posterior_log_variance_clipped",

@@ -9,13 +9,14 @@ from functools import partial
 
 import numpy as np
 import torch
-from timm.models.vision_transformer import Block as TimmBlock
 from torch import nn
 
 
 def vit_block(dim: int, num_heads: int, mlp_ratio: float) -> nn.Module:
     """timm's ViT block as facebookresearch/mae and MAGE build theirs (qkv bias, LayerNorm eps 1e-6), so the
     official parameter names (norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2) come from the same library."""
+    from timm.models.vision_transformer import Block as TimmBlock  # timm (and torchvision) load with a ViT only
+
     if dim % num_heads:
         raise ValueError(f"embedding dim {dim} is not divisible by {num_heads} heads")
     return TimmBlock(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DataError
+from ..runtime.errors import DataError
 from .base import I2IModel, read_weights, save_weights
 from . import mage_inpaint
 from .maskgit_vqgan import MaskGITVQGAN

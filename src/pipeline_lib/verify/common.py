@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from ..masks import sample_mask
+from ..data.masks import sample_mask
 
 #: a check's score of a set of reconstructions (normalised pixels): {"accuracy": ..., "fid": ...}
 Scorer = Callable[[torch.Tensor], dict[str, float]]
@@ -45,12 +45,12 @@ class ExtractorScorer:
         self.gt_feat = self._features(gt)["feat"]
 
     def _features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        from .. import evaluate
+        from ..evaluation import scores as evaluate
 
         return evaluate.extract_features(evaluate.at_size(self.codec.to_uint8(x), self.size), self.path, self.bs)
 
     def __call__(self, recon: torch.Tensor) -> dict[str, float]:
-        from .. import evaluate
+        from ..evaluation import scores as evaluate
 
         feats = self._features(recon)
         accuracy = (feats["logits_unbiased"].argmax(dim=1) == self.labels).double().mean()

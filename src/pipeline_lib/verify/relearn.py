@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 import torch
 
-from ..loaders import ImageLoader, mask_sampler
+from ..training.loaders import ImageLoader, mask_sampler
 from ..models.base import FamilyObjective
-from ..trainer import fit
+from ..training.trainer import fit
 
 
 def reached(score: float, target: float, tolerance: float, higher_is_better: bool) -> bool:

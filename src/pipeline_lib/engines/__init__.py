@@ -1,0 +1,1 @@
+"""Engines: the DVC writer (dvc.yaml from params) and the hand-over between Snakemake and DVC (record / adopt)."""

@@ -1,0 +1,1 @@
+"""params.yaml: loading and validation (schema, then meaning), the method grids, verification settings, file paths."""

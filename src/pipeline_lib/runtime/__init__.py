@@ -1,0 +1,1 @@
+"""Runtime: errors, atomic writes, progress, devices and threads, distributed runs, numerics, downloads, provenance."""

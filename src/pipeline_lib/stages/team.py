@@ -1,0 +1,32 @@
+"""Team stages: dvc.yaml from params, and the hand-over between the engines (record / adopt)."""
+
+from __future__ import annotations
+
+import logging
+
+
+
+
+LOG = logging.getLogger(__name__)
+
+
+def dvc_yaml(params: dict, out: str | None = None) -> None:
+    """Write dvc.yaml for the experiment in params (run after changing which runs exist)."""
+    from ..engines import dvc_yaml as dvc_stages
+
+    dvc_stages.write(params, out or "dvc.yaml")
+    LOG.info("wrote %s", out or "dvc.yaml")
+
+
+def record(params: dict) -> None:
+    """Snakemake → DVC: record a finished Snakemake run's outputs in dvc.lock and the DVC cache (no recompute)."""
+    from ..engines import sharing
+
+    sharing.record()
+
+
+def adopt(params: dict) -> None:
+    """DVC → Snakemake: after `dvc pull` (or `dvc repro`), make Snakemake accept the outputs as current."""
+    from ..engines import sharing
+
+    sharing.adopt()
