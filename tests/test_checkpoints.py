@@ -81,9 +81,15 @@ def test_fetch_missing_file_on_server(tmp_path):
 
 # --- the pretrain stage with a published checkpoint -----------------------------------------------------------
 
-def _checkpoint_params(url: str, sha: str) -> dict:
+#: the architecture of `official_mae_state_dict`'s default file, as params state it
+FILE_ARCH = {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 4, "decoder_embed_dim": 32, "decoder_depth": 1,
+             "decoder_num_heads": 4, "mlp_ratio": 2.0}
+
+
+def _checkpoint_params(url: str, sha: str, arch: dict | None = None) -> dict:
     params = base_params()
     params["model"]["mae"]["checkpoint"] = {"url": url, "sha256": sha}
+    params["model"]["mae"]["arch"].update(FILE_ARCH if arch is None else arch)
     return load.validate_params(params)
 
 
@@ -104,6 +110,18 @@ def test_pretrain_stage_uses_the_verified_checkpoint(tmp_path):
     assert meta["runtime"]["device"] == "cpu" and meta["runtime"]["torch"] == torch.__version__  # converted here
     # the downloaded .pth is removed; only the model and its sidecar remain
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_pretrain_stage_refuses_a_checkpoint_of_another_architecture_than_params_state(tmp_path):
+    """The default params' MAE (width 128, 3 blocks, decoder 64 wide and 2 deep) is not the file's: both named."""
+    _, sha = _write_checkpoint(tmp_path / "srv")
+    out = tmp_path / "model" / "model.safetensors"
+    with serve_directory(tmp_path / "srv") as url:
+        params = _checkpoint_params(url + "mae.pth", sha, arch={})
+        with pytest.raises(DataError, match=r"model.mae.arch.embed_dim is 128, the checkpoint's tensors imply 32 .*"
+                                            r"model.mae.arch.decoder_depth is 2, the checkpoint's tensors imply 1"):
+            stages.models.pretrain(params, "mae", str(DEBIAN_DIR), str(out))
+    assert not out.exists()
 
 
 def test_pretrain_stage_rejects_a_checkpoint_for_other_images(tmp_path):

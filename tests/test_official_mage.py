@@ -120,8 +120,100 @@ def test_transformer_and_tokenizer_mismatches_are_named(mage_state):
         MaskedTokenModel.from_official({"model": sd}, **HEADS)
     sd = dict(mage_state)
     del sd["vqgan.decoder.conv_out.bias"]
-    with pytest.raises(DataError, match="decoder.conv_out.bias"):
+    with pytest.raises(DataError, match=r"missing \['vqgan.decoder.conv_out.bias'\]"):  # the file's own key
         MaskedTokenModel.from_official({"model": sd}, **HEADS)
+
+
+def test_a_checkpoint_without_its_tokenizer_is_refused_naming_the_params_key(mage, vq, tmp_path):
+    """No vqgan.* keys and no tokenizer file: never a random or pipeline-trained tokenizer in MaskGIT's place."""
+    transformer = _ckpt(mage)
+    path = tmp_path / "mage-vitb-1600.pth"
+    torch.save({"model": transformer}, path)
+    with pytest.raises(DataError, match=r"no tokenizer \(no 'vqgan.\*' keys\).*model.vqgan.tokenizer.checkpoint"):
+        checkpoints.load_official("vqgan", path, HEADS)
+    # with the tokenizer file (what the pretrain stage passes for model.vqgan.tokenizer.checkpoint): MAGE itself
+    tok = MaskGITVQGAN.from_official({"state_dict": _ckpt(vq)}, grid=16)
+    net = checkpoints.load_official("vqgan", path, HEADS, tokenizer=tok).eval()
+    with torch.no_grad():
+        logits = net.logits(net.tokenizer.tokenize(mage["x"]), mage["token_mask"])
+    torch.testing.assert_close(logits, mage["logits"], atol=5e-5, rtol=1e-5)
+
+
+def test_the_pretrain_stage_refuses_a_mage_checkpoint_without_tokenizer(mage, tmp_path):
+    import hashlib
+
+    from helpers import DEBIAN_DIR, base_params
+    from pipeline_lib import stages
+    from pipeline_lib.params import load
+    import pipeline_lib.stages.models  # noqa: F401
+
+    path = tmp_path / "mage-vitb-1600.pth"
+    torch.save({"model": _ckpt(mage)}, path)
+    params = base_params()
+    params["model"]["vqgan"]["arch"] = dict(HEADS)
+    params["model"]["vqgan"]["checkpoint"] = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(DataError, match="set params model.vqgan.tokenizer.checkpoint"):
+        stages.models.pretrain(load.validate_params(params), "vqgan", str(DEBIAN_DIR), str(out))
+    assert not out.exists()
+
+
+def test_an_architecture_params_state_is_checked_against_the_tensors(mage_state):
+    """The fixture: width 32, 2 blocks, decoder 32 wide and 1 deep, MLP ratio 4."""
+    stated = {"embed_dim": 32, "depth": 2, "decoder_embed_dim": 32, "decoder_depth": 1, "mlp_ratio": 4.0}
+    assert MaskedTokenModel.from_official({"model": mage_state}, **HEADS, **stated).arch()["depth"] == 2
+    for key, value, implied in (("decoder_depth", 8, "1"), ("embed_dim", 768, "32"), ("decoder_embed_dim", 16, "32"),
+                                ("mlp_ratio", 2.0, "4.0"), ("depth", 12, "2")):
+        with pytest.raises(DataError, match=f"params model.vqgan.arch.{key} is {value}, the checkpoint's tensors "
+                                            f"imply {implied}"):
+            MaskedTokenModel.from_official({"model": mage_state}, **HEADS, **{**stated, key: value})
+    shallow = {k: v for k, v in mage_state.items() if not k.startswith("blocks.1.")}  # a whole block missing
+    with pytest.raises(DataError, match=r"model.vqgan.arch.depth is 2, the checkpoint's tensors imply 1 \(blocks.0 to "
+                                        r"blocks.0\)"):
+        MaskedTokenModel.from_official({"model": shallow}, **HEADS, **stated)
+    for key, heads in (("num_heads", 5), ("decoder_num_heads", 3)):
+        with pytest.raises(DataError, match=f"params model.vqgan.arch.{key} = {heads} does not divide the "
+                                            "checkpoint's width 32"):
+            MaskedTokenModel.from_official({"model": mage_state}, **{**HEADS, key: heads})
+
+
+@pytest.mark.parametrize("key, bad, message", [
+    # the vocabulary and the token grid come from the tokenizer (64 codes, 16x16 tokens), not from these tables
+    ("token_emb.word_embeddings.weight", torch.zeros(1066, 32),
+     r"'token_emb.word_embeddings.weight' has shape \[1066, 32\], expected \[1065, 32\]"),
+    ("token_emb.word_embeddings.weight", torch.zeros(1065, 16),
+     r"'token_emb.word_embeddings.weight' has shape \[1065, 16\], expected \[1065, 32\]"),
+    ("token_emb.position_embeddings.weight", torch.zeros(226, 32),
+     r"'token_emb.position_embeddings.weight' \[226, 32\] and 'decoder_pos_embed_learned' \[1, 257, 32\] disagree"),
+    ("token_emb.position_embeddings.weight", torch.zeros(258, 32), r"disagree on the token positions \(258 vs 257\)"),
+    ("blocks.1.attn.qkv.weight", torch.zeros(96, 31), r"blocks.1.attn.qkv.weight \[96, 31\] \(expected \[96, 32\]\)"),
+    ("decoder_blocks.0.attn.qkv.bias", torch.zeros(95), r"decoder_blocks.0.attn.qkv.bias \[95\] \(expected \[96\]\)"),
+    ("mlm_layer.bias", torch.zeros(1, 1, 1064), r"mlm_layer.bias \[1, 1, 1064\] \(expected \[1, 1, 1065\]\)"),
+    ("decoder_pos_embed_learned", torch.zeros(1, 256, 32), r"disagree on the token positions \(257 vs 256\)"),
+    ("decoder_pos_embed_learned", torch.zeros(1, 257, 31),
+     r"decoder_pos_embed_learned \[1, 257, 31\] \(expected \[1, 257, 32\]\)"),
+    ("norm.weight", torch.zeros(32, 1), r"'norm.weight' has shape \[32, 1\], expected 1 dimensions"),
+    ("vqgan.quantize.embedding.weight", torch.zeros(64), r"'vqgan.quantize.embedding.weight' has shape \[64\]"),
+    ("vqgan.encoder.conv_out.weight", torch.zeros(16, 63, 1, 1),
+     r"vqgan.encoder.conv_out.weight \[16, 63, 1, 1\] \(expected \[16, 64, 1, 1\]\)"),
+])
+def test_a_wrong_shape_is_named_with_both_shapes(mage_state, key, bad, message):
+    sd = dict(mage_state)
+    sd[key] = bad
+    for tied in (None, False):
+        with pytest.raises(DataError, match=message):
+            MaskedTokenModel.from_official({"model": sd}, tied_output=tied, **HEADS)
+
+
+def test_position_tables_must_describe_a_square_token_grid(mage_state, vq):
+    sd = {**mage_state, "token_emb.position_embeddings.weight": torch.zeros(258, 32),
+          "decoder_pos_embed_learned": torch.zeros(1, 258, 32)}
+    with pytest.raises(DataError, match=r"has shape \[258, 32\], expected \[L \+ 1, 32\] with L a square number"):
+        MaskedTokenModel.from_official({"model": sd}, **HEADS)
+    tok = MaskGITVQGAN.from_official({"state_dict": _ckpt(vq)}, grid=8)  # a given tokenizer's grid decides
+    with pytest.raises(DataError, match=r"'token_emb.position_embeddings.weight' has shape \[257, 32\], expected "
+                                        r"\[65, 32\]"):
+        MaskedTokenModel.from_official({"model": mage_state}, tokenizer=tok, **HEADS)
 
 
 # --- inpainting as the paper ran it ----------------------------------------------------------------------

@@ -256,7 +256,11 @@ def test_from_official_maps_mage_names(tmp_path, tokenizer):
     sd = official_mage_state_dict()
     path = tmp_path / "mage.pth"
     torch.save({"model": sd}, path)
-    model = checkpoints.load_official("vqgan", path, {"num_heads": 4, "decoder_num_heads": 2})
+    # no vqgan.* keys and no tokenizer given: refused, never a fresh or pipeline-trained tokenizer in its place
+    with pytest.raises(DataError, match="no tokenizer .* set params model.vqgan.tokenizer.checkpoint"):
+        checkpoints.load_official("vqgan", path, {"num_heads": 4, "decoder_num_heads": 2})
+    # a tokenizer handed over explicitly (here the pipeline's own, 32 codes on an 8x8 grid)
+    model = checkpoints.load_official("vqgan", path, {"num_heads": 4, "decoder_num_heads": 2}, tokenizer=tokenizer)
     assert isinstance(model, MaskedTokenModel) and (model.image_size, model.in_chans) == (32, 1)
     arch = model.arch()
     assert (arch["codebook_size"], arch["embed_dim"], arch["depth"], arch["decoder_depth"], arch["num_heads"],
@@ -269,8 +273,7 @@ def test_from_official_maps_mage_names(tmp_path, tokenizer):
         assert torch.equal(own[k], sd[k]), k
     assert torch.equal(own["mlm_layer.word_embeddings"], sd["token_emb.word_embeddings.weight"])
 
-    # with a pre-trained tokenizer: its weights are kept; the model runs end to end
-    model = MaskedTokenModel.from_official(sd, num_heads=4, decoder_num_heads=2, tokenizer=tokenizer)
+    # the tokenizer's weights are kept; the model runs end to end
     assert_state_dicts_equal(model.tokenizer.state_dict(), tokenizer.state_dict())
     out = model.eval().reconstruct(real_images(2), masks.center_mask(2, 32, 16), torch.Generator().manual_seed(0))
     assert torch.isfinite(out).all()
@@ -285,7 +288,7 @@ def test_from_official_maps_mage_names(tmp_path, tokenizer):
 def test_from_official_rejects_mismatches(edit, tokenizer):
     sd = official_mage_state_dict(seed=1)
     kind, _, key = edit.partition(":")
-    kwargs = {}
+    kwargs = {"tokenizer": tokenizer}
     if kind == "drop":
         del sd[key]
     elif kind == "extra":
@@ -294,7 +297,7 @@ def test_from_official_rejects_mismatches(edit, tokenizer):
         sd[key] = torch.zeros(7)
     elif kind == "grid":  # 16x16 token positions, tokenizer has an 8x8 grid
         sd = official_mage_state_dict(grid=16, seed=1)
-        kwargs["tokenizer"] = tokenizer
+        key = "token_emb.position_embeddings.weight"
     elif kind == "vocab":  # a vocabulary too small for the codebook
         kwargs["codebook_size"] = 2000
     with pytest.raises(DataError) as info:

@@ -8,6 +8,8 @@ never unpickles code.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -163,17 +165,63 @@ class PartObjective:
         return self.part.training_loss(batch["x"])
 
 
-def load_state_exactly(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+def load_state_exactly(module: nn.Module, state: dict[str, torch.Tensor], what: str,
+                       names: Mapping[str, str] | None = None) -> None:
     """Load a converted official state dict, every key and shape accounted for; DataError naming the first few
-    wrong, missing and unexpected keys otherwise (load_state_dict's own message names torch internals)."""
+    wrong (with both shapes), missing and unexpected keys otherwise (load_state_dict's own message names torch
+    internals). `names` maps a converted key to the checkpoint's own key, so the message names what the user's
+    file holds, not what the conversion called it."""
     own = module.state_dict()
-    wrong = [f"{k} {list(v.shape)} (expected {list(own[k].shape)})" for k, v in state.items()
+    label = (lambda k: names.get(k, k)) if names else (lambda k: k)
+    wrong = [f"{label(k)} {list(v.shape)} (expected {list(own[k].shape)})" for k, v in state.items()
              if k in own and v.shape != own[k].shape]
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    missing = sorted(label(k) for k in set(own) - set(state))
+    unexpected = sorted(label(k) for k in set(state) - set(own))
     if wrong or missing or unexpected:
         raise DataError(f"{what} does not match the inferred architecture: wrong shapes {wrong[:5]}, "
                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def official_shape(state: Mapping[str, Any], key: str, ndim: int, what: str) -> tuple[int, ...]:
+    """The shape of checkpoint tensor `key`, which must have `ndim` dimensions: architectures are read from such
+    shapes, so a malformed tensor is named (with its shape) instead of misread or failing in an unpacking."""
+    value = state.get(key)
+    if not isinstance(value, torch.Tensor):
+        raise DataError(f"{what} lacks '{key}'")
+    if value.dim() != ndim:
+        raise DataError(f"{what}: '{key}' has shape {list(value.shape)}, expected {ndim} dimensions")
+    return tuple(value.shape)
+
+
+def check_stated_arch(family: str, stated: Mapping[str, Any], implied: Mapping[str, tuple[Any, str]],
+                      what: str) -> None:
+    """DataError when params state an architecture value (``model.<family>.arch.<key>``, not None) that the
+    checkpoint's tensors contradict; `implied` maps key -> (value, the tensors that imply it). Every conflict is
+    named with both values: a file missing a block must not load as a shallower network."""
+    bad = []
+    for key, (value, evidence) in implied.items():
+        given = stated.get(key)
+        if given is None:
+            continue
+        if isinstance(value, float) or isinstance(given, float):
+            same = math.isclose(float(given), float(value), rel_tol=1e-3)
+        elif isinstance(value, (list, tuple)):
+            same = isinstance(given, (list, tuple)) and list(given) == list(value)
+        else:
+            same = given == value
+        if not same:
+            bad.append(f"params model.{family}.arch.{key} is {given!r}, the checkpoint's tensors imply {value!r} "
+                       f"({evidence})")
+    if bad:
+        raise DataError(f"{what} does not match the architecture params state: " + "; ".join(bad))
+
+
+def check_heads_divide(family: str, key: str, heads: int, width: int, evidence: str, what: str) -> None:
+    """The head count (params ``model.<family>.arch.<key>``; weights do not tell it) must divide the width."""
+    if heads < 1 or width % heads:
+        raise DataError(f"{what}: params model.{family}.arch.{key} = {heads} does not divide the checkpoint's "
+                        f"width {width} ({evidence})")
 
 
 def save_model(model: I2IModel, path: str | Path, meta: dict[str, Any] | None = None) -> None:

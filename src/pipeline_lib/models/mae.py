@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..runtime.errors import DataError
-from .base import I2IModel
+from .base import I2IModel, check_heads_divide, check_stated_arch, load_state_exactly, official_shape
 from .vit import PatchEmbed, init_linear_and_norm, sincos_pos_embed, vit_block
 
 ENCODER_PREFIXES = ("patch_embed.", "cls_token", "pos_embed", "blocks.", "norm.")
@@ -129,43 +129,73 @@ class MAE(I2IModel):
     # --- official checkpoints ------------------------------------------------------------------------
     @classmethod
     def from_official(cls, checkpoint: dict[str, Any], num_heads: int | None = None,
-                      decoder_num_heads: int | None = None, image_size: int | None = None) -> "MAE":
+                      decoder_num_heads: int | None = None, image_size: int | None = None,
+                      patch_size: int | None = None, embed_dim: int | None = None, depth: int | None = None,
+                      decoder_embed_dim: int | None = None, decoder_depth: int | None = None,
+                      mlp_ratio: float | None = None) -> "MAE":
         """Build an MAE from a facebookresearch/mae checkpoint (`{"model": state_dict}`), architecture inferred.
 
         `image_size` other than the checkpoint's (224 for the published files): the fixed sin-cos position
         tables are rebuilt for the new grid, as the official code does when built with that `img_size`; every
-        other weight is size-independent. Refused when the stored tables are not the sin-cos ones."""
+        other weight is size-independent. Refused when the stored tables are not the sin-cos ones.
+
+        The other keywords are what params ``model.mae.arch`` state: a stated width, depth or MLP ratio the
+        tensors contradict (a file missing its last decoder block, say) is a DataError naming both values; the
+        head counts (not in the weights) must divide the widths. Every error names the checkpoint's own keys,
+        and a tensor of the wrong shape is named with both shapes."""
+        what = "MAE checkpoint"
         state = checkpoint.get("model", checkpoint)
+        if not isinstance(state, dict):
+            raise DataError("not a facebookresearch/mae checkpoint: no state dict")
         required = ["patch_embed.proj.weight", "cls_token", "pos_embed", "norm.weight", "decoder_embed.weight",
                     "mask_token", "decoder_pos_embed", "decoder_norm.weight", "decoder_pred.weight", "blocks.0.attn.qkv.weight",
                     "blocks.0.mlp.fc1.weight", "decoder_blocks.0.attn.qkv.weight"]
         missing = [k for k in required if k not in state]
         if missing:
             raise DataError(f"not a facebookresearch/mae checkpoint: missing {', '.join(missing)}")
-        embed_dim, in_chans, patch_size, _ = state["patch_embed.proj.weight"].shape
-        grid = int(round((state["pos_embed"].shape[1] - 1) ** 0.5))
-        decoder_embed_dim = state["decoder_embed.weight"].shape[0]
-        depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
-        decoder_depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("decoder_blocks."))
-        mlp_ratio = state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim
-        if image_size not in (None, grid * patch_size):
-            if image_size % patch_size:
-                raise DataError(f"image size {image_size} is not a multiple of the checkpoint's patch size {patch_size}")
-            for key, dim in (("pos_embed", embed_dim), ("decoder_pos_embed", decoder_embed_dim)):
+        width, in_chans, patch, patch_w = official_shape(state, "patch_embed.proj.weight", 4, what)
+        if patch != patch_w:
+            raise DataError(f"{what}: 'patch_embed.proj.weight' has shape {list(state['patch_embed.proj.weight'].shape)}: "
+                            "not square patches")
+        positions = official_shape(state, "pos_embed", 3, what)
+        grid = int(round((positions[1] - 1) ** 0.5)) if positions[1] > 1 else 0
+        if positions[0] != 1 or positions[2] != width or grid < 1 or grid * grid + 1 != positions[1]:
+            raise DataError(f"{what}: 'pos_embed' has shape {list(positions)}, expected [1, L + 1, {width}] with L "
+                            "a square number of patches")
+        dec_width = official_shape(state, "decoder_embed.weight", 2, what)[0]
+        hidden = official_shape(state, "blocks.0.mlp.fc1.weight", 2, what)[0]
+        n_blocks = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+        n_dec = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("decoder_blocks."))
+        check_stated_arch("mae", {"patch_size": patch_size, "embed_dim": embed_dim, "depth": depth,
+                                  "decoder_embed_dim": decoder_embed_dim, "decoder_depth": decoder_depth,
+                                  "mlp_ratio": mlp_ratio},
+                          {"patch_size": (patch, "patch_embed.proj.weight"), "embed_dim": (width, "patch_embed.proj.weight"),
+                           "depth": (n_blocks, f"blocks.0 to blocks.{n_blocks - 1}"),
+                           "decoder_embed_dim": (dec_width, "decoder_embed.weight"),
+                           "decoder_depth": (n_dec, f"decoder_blocks.0 to decoder_blocks.{n_dec - 1}"),
+                           "mlp_ratio": (hidden / width, "blocks.0.mlp.fc1.weight")}, what)
+        heads = num_heads or OFFICIAL_HEADS.get(width, 1)
+        dec_heads = decoder_num_heads or (16 if dec_width % 16 == 0 else 1)
+        check_heads_divide("mae", "num_heads", heads, width, "patch_embed.proj.weight", what)
+        check_heads_divide("mae", "decoder_num_heads", dec_heads, dec_width, "decoder_embed.weight", what)
+        dec_positions = official_shape(state, "decoder_pos_embed", 3, what)
+        if list(dec_positions) != [1, positions[1], dec_width]:
+            raise DataError(f"{what}: 'decoder_pos_embed' has shape {list(dec_positions)} (expected "
+                            f"[1, {positions[1]}, {dec_width}])")
+        rebuilt = set()
+        if image_size not in (None, grid * patch):
+            if image_size % patch:
+                raise DataError(f"image size {image_size} is not a multiple of the checkpoint's patch size {patch}")
+            for key, dim in (("pos_embed", width), ("decoder_pos_embed", dec_width)):
                 if not torch.allclose(state[key].float(), sincos_pos_embed(dim, grid), atol=1e-5):
                     raise DataError(f"MAE checkpoint key '{key}' is not the fixed sin-cos table of its {grid}x{grid} "
                                     f"grid: it cannot be rebuilt for {image_size} px")
-            state = {k: v for k, v in state.items() if k not in ("pos_embed", "decoder_pos_embed")}
-            grid = image_size // patch_size
-        model = cls(image_size=grid * patch_size, in_chans=in_chans, patch_size=patch_size, embed_dim=embed_dim,
-                    depth=depth, num_heads=num_heads or OFFICIAL_HEADS.get(embed_dim, 1),
-                    decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth,
-                    decoder_num_heads=decoder_num_heads or (16 if decoder_embed_dim % 16 == 0 else 1),
-                    mlp_ratio=mlp_ratio)
-        result = model.load_state_dict(state, strict=False)
-        rebuilt = {"pos_embed", "decoder_pos_embed"} - set(state)
-        result.missing_keys[:] = [k for k in result.missing_keys if k not in rebuilt]
-        if result.missing_keys or result.unexpected_keys:
-            raise DataError(f"MAE checkpoint does not match the architecture: missing {result.missing_keys}, "
-                            f"unexpected {result.unexpected_keys}")
+            rebuilt = {"pos_embed", "decoder_pos_embed"}
+            grid = image_size // patch
+        model = cls(image_size=grid * patch, in_chans=in_chans, patch_size=patch, embed_dim=width,
+                    depth=n_blocks, num_heads=heads, decoder_embed_dim=dec_width, decoder_depth=n_dec,
+                    decoder_num_heads=dec_heads, mlp_ratio=hidden / width)
+        own = model.state_dict()
+        state = {**{k: v for k, v in state.items() if k not in rebuilt}, **{k: own[k] for k in rebuilt}}
+        load_state_exactly(model, state, what)
         return model

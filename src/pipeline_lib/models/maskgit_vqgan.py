@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..runtime.errors import DataError
-from .base import load_state_exactly, read_weights, save_weights
+from .base import load_state_exactly, official_shape, read_weights, save_weights
 
 #: MaskGIT / MAGE's published tokenizer
 OFFICIAL_ARCH = {"codebook_size": 1024, "code_dim": 256, "tokenizer_dim": 128, "ch_mult": [1, 1, 2, 2, 4],
@@ -209,26 +209,37 @@ class MaskGITVQGAN(nn.Module):
         for key in ("model", "state_dict"):
             if isinstance(state.get(key), dict):
                 state = state[key]
+        prefix = ""
         if any(k.startswith("vqgan.") for k in state):
-            state = {k[len("vqgan."):]: v for k, v in state.items() if k.startswith("vqgan.")}
+            prefix = "vqgan."
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        what = "MaskGIT VQGAN checkpoint"
         for key in ("quantize.embedding.weight", "encoder.conv_in.weight", "encoder.conv_out.weight"):
             if key not in state:
                 raise DataError(f"not a MaskGIT VQGAN checkpoint: missing '{key}' (optionally under 'vqgan.')")
-        codebook_size, code_dim = state["quantize.embedding.weight"].shape
-        ch, in_chans = state["encoder.conv_in.weight"].shape[:2]
+        shaped = {prefix + k: v for k, v in state.items()}  # shapes are read under the file's own names
+        codebook_size, code_dim = official_shape(shaped, prefix + "quantize.embedding.weight", 2, what)
+        ch, in_chans = official_shape(shaped, prefix + "encoder.conv_in.weight", 4, what)[:2]
         levels = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.down."))
         blocks = 1 + max(int(k.split(".")[4]) for k in state if k.startswith("encoder.down.0.block."))
         mults = []
         for level in range(levels):
             key = f"encoder.down.{level}.block.0.conv1.weight"
-            if key not in state:
-                raise DataError(f"MaskGIT VQGAN checkpoint lacks '{key}'")
-            mults.append(state[key].shape[0] // ch)
+            width = official_shape(shaped, prefix + key, 4, what)[0]
+            if width % ch:
+                raise DataError(f"{what}: '{prefix}{key}' has shape {list(state[key].shape)}: {width} channels are not "
+                                f"a multiple of the base width {ch} ('{prefix}encoder.conv_in.weight')")
+            mults.append(width // ch)
         if any(".attn" in k for k in state):
             raise DataError("MaskGIT VQGAN checkpoint has attention blocks; the published tokenizer has none")
         if image_size is None:
             image_size = (grid or 16) * 2 ** (levels - 1)
-        model = cls(image_size=image_size, in_chans=in_chans, codebook_size=codebook_size, code_dim=code_dim,
-                    tokenizer_dim=ch, ch_mult=mults, num_res_blocks=blocks)
-        load_state_exactly(model, state, "MaskGIT VQGAN checkpoint")
+        try:
+            model = cls(image_size=image_size, in_chans=in_chans, codebook_size=codebook_size, code_dim=code_dim,
+                        tokenizer_dim=ch, ch_mult=mults, num_res_blocks=blocks)
+        except ValueError as exc:
+            raise DataError(f"{what} ('{prefix}encoder.conv_in.weight' {list(state['encoder.conv_in.weight'].shape)}): "
+                            f"{exc}") from None
+        names = {k: prefix + k for k in {*model.state_dict(), *state}} if prefix else None
+        load_state_exactly(model, state, what, names)
         return model.eval()

@@ -51,7 +51,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..runtime.errors import DataError
-from .base import I2IModel, read_weights, save_weights
+from .base import (I2IModel, check_heads_divide, check_stated_arch, load_state_exactly, official_shape, read_weights,
+                   save_weights)
 from . import mage_inpaint
 from .maskgit_vqgan import MaskGITVQGAN
 from .vit import init_linear_and_norm, vit_block
@@ -67,7 +68,8 @@ TOKENIZER_KEYS = ("codebook_size", "code_dim", "tokenizer_dim", "downsample", "b
 #: tokenizer kinds: the pipeline's small patch-local tokenizer, MaskGIT's VQGAN (MAGE's published one)
 TOKENIZER_KINDS = ("patch", "maskgit_vqgan")
 MASKGIT_KEYS = ("codebook_size", "code_dim", "tokenizer_dim", "ch_mult", "num_res_blocks")
-#: keys of an official MAGE checkpoint that have no counterpart here (ignored by `from_official`)
+#: keys of an official MAGE checkpoint that have no counterpart in the transformer (ignored by `from_official`;
+#: vqgan.* is read separately, as MaskGIT's VQGAN)
 OFFICIAL_UNUSED = ("patch_embed.", "cls_token", "pos_embed", "mask_token", "decoder_pos_embed", "decoder_pred.",
                    "token_emb.position_ids", "vqgan.")
 
@@ -455,24 +457,33 @@ class MaskedTokenModel(I2IModel):
     @classmethod
     def from_official(cls, checkpoint: dict[str, Any], num_heads: int | None = None,
                       decoder_num_heads: int | None = None, tokenizer: VQTokenizer | MaskGITVQGAN | None = None,
-                      codebook_size: int | None = None, in_chans: int = 1,
-                      tied_output: bool | None = None) -> "MaskedTokenModel":
+                      codebook_size: int | None = None, tied_output: bool | None = None,
+                      embed_dim: int | None = None, depth: int | None = None, decoder_embed_dim: int | None = None,
+                      decoder_depth: int | None = None, mlp_ratio: float | None = None) -> "MaskedTokenModel":
         """Build the transformer from a MAGE checkpoint (`{"model": state_dict}` or a bare state dict).
 
-        Tokenizer: `tokenizer` if given, else MaskGIT's VQGAN from the checkpoint's `vqgan.*` keys when present
-        (MAGE's full checkpoints hold it), else a fresh pipeline tokenizer. Output layer: tied to the encoder's
-        word table as MAGE's (`tied_output`, default True when the tokenizer is MaskGIT's VQGAN), or untied.
+        Tokenizer: `tokenizer` if given (the pretrain stage passes MaskGIT's VQGAN from params
+        ``model.vqgan.tokenizer.checkpoint``), else MaskGIT's VQGAN from the checkpoint's `vqgan.*` keys (MAGE's
+        full checkpoints hold it). A checkpoint with neither is refused (DataError naming the params key): MAGE's
+        transformer predicts that tokenizer's codes, so a random or pipeline-trained tokenizer in its place would
+        run, but not as MAGE. Output layer: tied to the encoder's word table as MAGE's (`tied_output`, default
+        True when the tokenizer is MaskGIT's VQGAN), or untied.
 
         Mapped one to one: token_emb.word_embeddings.weight, token_emb.position_embeddings.weight,
         token_emb.LayerNorm.*, blocks.N.*, norm.*, decoder_embed.*, decoder_pos_embed_learned,
         decoder_blocks.N.*, decoder_norm.*, mlm_layer.fc.*, mlm_layer.ln.*, mlm_layer.bias.
-        Derived: mlm_layer.word_embeddings (absent in MAGE, which reuses the encoder's table) = a copy of
-        token_emb.word_embeddings.weight. Ignored (unused by MAGE's token path or not loadable here):
-        vqgan.* (the taming VQGAN is not this tokenizer), patch_embed.*, cls_token, pos_embed, mask_token,
-        decoder_pos_embed, decoder_pred.*, token_emb.position_ids. The tokenizer comes from `tokenizer`
-        (its codebook size and grid must match the checkpoint) or is freshly built (downsample 4).
-        Any other missing, extra or mis-shaped key raises DataError.
+        Derived: mlm_layer.word_embeddings (untied only; absent in MAGE, which reuses the encoder's table) = a
+        copy of token_emb.word_embeddings.weight. Ignored (unused by MAGE's token path): patch_embed.*,
+        cls_token, pos_embed, mask_token, decoder_pos_embed, decoder_pred.*, token_emb.position_ids.
+
+        Sizes come from the tokenizer, not from the tables they describe: the word table must be
+        [K + 1000 + 1, D] (K codes, MAGE's 1000 class ids, the mask id) and the position table
+        [grid² + 1, D] for the tokenizer's grid. The other keywords are what params ``model.vqgan.arch`` state:
+        one the tensors contradict (depth, decoder depth, widths, MLP ratio) is a DataError naming both values;
+        the head counts must divide the widths. Any missing, extra or mis-shaped tensor is a DataError naming the
+        checkpoint's own key (and both shapes).
         """
+        what = "MAGE checkpoint"
         state = checkpoint.get("model", checkpoint)
         if not isinstance(state, dict):
             raise DataError("not a MAGE checkpoint: no state dict")
@@ -482,51 +493,67 @@ class MaskedTokenModel(I2IModel):
         missing = [k for k in required if k not in state]
         if missing:
             raise DataError(f"not a MAGE checkpoint: missing {', '.join(missing)}")
-        if tokenizer is None and any(k.startswith("vqgan.") for k in state):
-            grid_side = int(round((state["token_emb.position_embeddings.weight"].shape[0] - 1) ** 0.5))
-            tokenizer = MaskGITVQGAN.from_official(state, grid=grid_side)
+        from_file = tokenizer is None  # MaskGIT's VQGAN from the checkpoint's own vqgan.* keys
+        if from_file and not any(k.startswith("vqgan.") for k in state):
+            raise DataError("MAGE checkpoint holds no tokenizer (no 'vqgan.*' keys) and none is given: MAGE's "
+                            "transformer predicts the codes of MaskGIT's VQGAN and cannot run faithfully without it; "
+                            "set params model.vqgan.tokenizer.checkpoint to that tokenizer's file "
+                            "(vqgan_jax_strongaug.ckpt, docs/models.md), or use a checkpoint with 'vqgan.*' keys")
+        (width,) = official_shape(state, "norm.weight", 1, what)
+        positions = official_shape(state, "token_emb.position_embeddings.weight", 2, what)
+        if tokenizer is None:  # the grid is the file's: its two position tables must agree on it
+            dec_positions = official_shape(state, "decoder_pos_embed_learned", 3, what)
+            if dec_positions[:2] != (1, positions[0]):
+                raise DataError(f"{what}: 'token_emb.position_embeddings.weight' {list(positions)} and "
+                                f"'decoder_pos_embed_learned' {list(dec_positions)} disagree on the token positions "
+                                f"({positions[0]} vs {dec_positions[1]})")
+            side = int(round((positions[0] - 1) ** 0.5)) if positions[0] > 1 else 0
+            if side < 1 or side * side + 1 != positions[0]:
+                raise DataError(f"{what}: 'token_emb.position_embeddings.weight' has shape {list(positions)}, "
+                                f"expected [L + 1, {width}] with L a square number of tokens")
+            tokenizer = MaskGITVQGAN.from_official(state, grid=side)
+        grid = tokenizer.grid
+        if codebook_size not in (None, tokenizer.codebook_size):
+            raise DataError(f"codebook_size {codebook_size} != the tokenizer's {tokenizer.codebook_size}")
+        codebook_size = tokenizer.codebook_size
+        vocab = codebook_size + OFFICIAL_CLASS_TOKENS + 1
+        expected = {"token_emb.word_embeddings.weight": [vocab, width],
+                    "token_emb.position_embeddings.weight": [grid * grid + 1, width]}
+        for key, shape in expected.items():
+            got = official_shape(state, key, 2, what)
+            if list(got) != shape:
+                raise DataError(f"{what}: '{key}' has shape {list(got)}, expected {shape} ({codebook_size} codes + "
+                                f"{OFFICIAL_CLASS_TOKENS} class ids + 1 mask id; {grid}x{grid} tokens + the class "
+                                f"token; width {width} of 'norm.weight')")
+        dec_width = official_shape(state, "decoder_embed.weight", 2, what)[0]
+        hidden = official_shape(state, "blocks.0.mlp.fc1.weight", 2, what)[0]
+        n_blocks = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+        n_dec = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("decoder_blocks."))
+        check_stated_arch("vqgan", {"embed_dim": embed_dim, "depth": depth, "decoder_embed_dim": decoder_embed_dim,
+                                    "decoder_depth": decoder_depth, "mlp_ratio": mlp_ratio},
+                          {"embed_dim": (width, "norm.weight"), "depth": (n_blocks, f"blocks.0 to blocks.{n_blocks - 1}"),
+                           "decoder_embed_dim": (dec_width, "decoder_embed.weight"),
+                           "decoder_depth": (n_dec, f"decoder_blocks.0 to decoder_blocks.{n_dec - 1}"),
+                           "mlp_ratio": (hidden / width, "blocks.0.mlp.fc1.weight")}, what)
+        heads = num_heads or OFFICIAL_HEADS.get(width, 1)
+        dec_heads = decoder_num_heads or (16 if dec_width % 16 == 0 else 1)
+        check_heads_divide("vqgan", "num_heads", heads, width, "norm.weight", what)
+        check_heads_divide("vqgan", "decoder_num_heads", dec_heads, dec_width, "decoder_embed.weight", what)
         if tied_output is None:
             tied_output = isinstance(tokenizer, MaskGITVQGAN)
-        vocab, embed_dim = state["token_emb.word_embeddings.weight"].shape
-        num_tokens = state["token_emb.position_embeddings.weight"].shape[0] - 1
-        grid = int(round(num_tokens**0.5))
-        if grid * grid != num_tokens:
-            raise DataError(f"MAGE checkpoint has {num_tokens} token positions, not a square grid")
-        if tokenizer is not None:
-            if codebook_size not in (None, tokenizer.codebook_size):
-                raise DataError(f"codebook_size {codebook_size} != the tokenizer's {tokenizer.codebook_size}")
-            codebook_size = tokenizer.codebook_size
-            if tokenizer.grid != grid:
-                raise DataError(f"tokenizer grid {tokenizer.grid} does not match the checkpoint's {grid}x{grid} tokens")
-        if codebook_size is None:
-            codebook_size = vocab - OFFICIAL_CLASS_TOKENS - 1
-        num_class_tokens = vocab - codebook_size - 1
-        if codebook_size < 1 or num_class_tokens < 1:
-            raise DataError(f"MAGE vocabulary of {vocab} does not fit codebook size {codebook_size} + class + mask ids")
-        offset = OFFICIAL_FAKE_CLASS_OFFSET if num_class_tokens == OFFICIAL_CLASS_TOKENS else 0
-        decoder_embed_dim = state["decoder_embed.weight"].shape[0]
-        tok_arch = tokenizer_arch(tokenizer) if tokenizer is not None else {"codebook_size": codebook_size}
-        downsample = tok_arch.get("downsample", 4)
-        model = cls(image_size=grid * downsample, in_chans=tokenizer.in_chans if tokenizer is not None else in_chans,
-                    **tok_arch, embed_dim=embed_dim,
-                    depth=1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks.")),
-                    num_heads=num_heads or OFFICIAL_HEADS.get(embed_dim, 1), decoder_embed_dim=decoder_embed_dim,
-                    decoder_depth=1 + max(int(k.split(".")[1]) for k in state if k.startswith("decoder_blocks.")),
-                    decoder_num_heads=decoder_num_heads or (16 if decoder_embed_dim % 16 == 0 else 1),
-                    mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim,
-                    num_class_tokens=num_class_tokens, fake_class_offset=offset, tied_output=tied_output)
-        if tokenizer is not None:
-            model.tokenizer.load_state_dict(tokenizer.state_dict())
+        model = cls(image_size=grid * tokenizer.downsample, in_chans=tokenizer.in_chans, **tokenizer_arch(tokenizer),
+                    embed_dim=width, depth=n_blocks, num_heads=heads, decoder_embed_dim=dec_width,
+                    decoder_depth=n_dec, decoder_num_heads=dec_heads, mlp_ratio=hidden / width,
+                    num_class_tokens=OFFICIAL_CLASS_TOKENS, fake_class_offset=OFFICIAL_FAKE_CLASS_OFFSET,
+                    tied_output=tied_output)
         mapped = {k: v for k, v in state.items()
                   if not any(k == u or (u.endswith(".") and k.startswith(u)) for u in OFFICIAL_UNUSED)}
+        names = {}
         if not tied_output:
             mapped["mlm_layer.word_embeddings"] = state["token_emb.word_embeddings.weight"]
-        own = {k for k in model.state_dict() if not k.startswith("tokenizer.")}
-        lacking, extra = sorted(own - set(mapped)), sorted(set(mapped) - own)
-        if lacking or extra:
-            raise DataError(f"MAGE checkpoint does not match the architecture: missing {lacking}, unexpected {extra}")
-        try:
-            model.load_state_dict(mapped, strict=False)
-        except RuntimeError as exc:
-            raise DataError(f"MAGE checkpoint does not match the architecture: {exc}") from None
+            names["mlm_layer.word_embeddings"] = "token_emb.word_embeddings.weight"
+        for k, v in tokenizer.state_dict().items():
+            mapped["tokenizer." + k] = v
+            names["tokenizer." + k] = ("vqgan." if from_file else "tokenizer ") + k
+        load_state_exactly(model, mapped, what, names)
         return model
