@@ -64,9 +64,12 @@ def test_load_official_passes_arch_and_context(tmp_path):
     fixture = load_file(str(FIXTURES / "palette_unet.safetensors"))
     path = tmp_path / "16_Network.pth"
     torch.save({k[5:]: v.float() for k, v in fixture.items() if k.startswith("ckpt.")}, path)
-    net = checkpoints.load_official("diffusion", path, {"attention_head_dim": 8, "block_out_channels": [16, 32]},
+    net = checkpoints.load_official("diffusion", path, {"attention_head_dim": 8, "block_out_channels": [32, 32]},
                                     image_size=16)
     assert net.layout == "palette" and net.arch()["attention_head_dim"] == 8 and net.image_size == 16
+    with pytest.raises(DataError, match=r"block_out_channels is \[16, 32\], the checkpoint's tensors imply \[32, 32\]"):
+        checkpoints.load_official("diffusion", path, {"attention_head_dim": 8, "block_out_channels": [16, 32]},
+                                  image_size=16)
 
 
 def test_pretrain_stage_converts_palette_from_a_local_path(tmp_path):

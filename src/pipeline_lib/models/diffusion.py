@@ -53,16 +53,26 @@ Official checkpoints (``layout="palette"``): Palette's ``16_Network.pth`` loads 
 (conversion in `palette_official`). That layout follows Palette exactly rather than this module's own
 conventions: the U-Net input is ``[cond, y_in]`` with the condition cond = x·(1 − m) + m·ξ, ξ ~ N(0, 1)
 (no mask channel); the noise level fed to the sinusoidal embedding is the continuous ᾱ (Palette's γ), not
-an integer t, in training (γ ~ U[ᾱ_t, ᾱ_{t−1}], t ~ U{1..T−1}), sampling and `encode`; the schedule is the
-checkpoint's own buffers (``schedule.*``), and `reconstruct` is Palette's ancestral sampler (x̂₀ clamped to
-[−1, 1], known pixels re-pasted after every step; fewer steps than T respace the chain over an evenly spaced
-subsequence of the T levels; ``sampler: ddim`` gives the deterministic variant). The condition noise ξ is a
-fixed draw from ``encode_seed + 1`` in `encode`/`output`, and the first draw of the generator in `reconstruct`
-(Palette starts the chain from the condition itself: y_T = cond).
+an integer t, in training (γ ~ U[ᾱ_t, ᾱ_{t−1}], t ~ U{1..T−1}), sampling and `encode`, and
+`reconstruct` is Palette's ancestral sampler (x̂₀ clamped to [−1, 1], known pixels re-pasted after every step;
+fewer steps than the schedule's levels respace the chain over an evenly spaced subsequence of them;
+``sampler: ddim`` gives the deterministic variant). The condition noise ξ is a fixed draw from
+``encode_seed + 1`` in `encode`/`output`, and the first draw of the generator in `reconstruct` (Palette starts
+the chain from the condition itself: y_T = cond).
+
+Two schedules, as in Palette's code. The checkpoint's buffers (``schedule.*``) are its TRAINING schedule
+(1e-6 → 0.01 over 2000 steps for the published file): `training_loss`, `encode`, `encode_input`,
+`encoding_state`, `output`, `sample_losses` and `noise_levels` of an integer t read them, so unlearning sees
+training-phase γ, as the official unlearning run (train phase) does. `reconstruct` samples over
+``sample_schedule`` (params ``model.diffusion.sampling.schedule``): by default paper 1's TEST phase
+(`palette_official.TEST_SCHEDULE`, linear 1e-4 → 0.09 over 2000 levels), which the official test run builds
+after a non-strict load that drops the file's buffers; ``"checkpoint"`` samples over the buffers instead. The
+value is recorded in the arch (so in every sidecar). The pipeline layout has one schedule, for both.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -72,7 +82,7 @@ from torch import nn
 from ..runtime.errors import DataError
 from ..data.masks import apply_mask
 from . import palette_official
-from .base import I2IModel, load_state_exactly
+from .base import I2IModel, check_stated_arch, load_state_exactly
 
 ENCODER_PREFIXES = ("unet.conv_in.", "unet.time_embedding.", "unet.down_blocks.", "unet.mid_block.")
 DECODER_PREFIXES = ("unet.up_blocks.", "unet.conv_norm_out.", "unet.conv_out.")
@@ -80,6 +90,7 @@ LAYOUTS = ("pipeline", "palette")
 SAMPLERS = {"pipeline": ("ddim",), "palette": ("ddpm", "ddim")}
 #: seed of the default sampling noise (reconstruct is repeatable without a generator)
 DEFAULT_SAMPLE_SEED = 0
+LOG = logging.getLogger(__name__)
 
 
 class PaletteDiffusion(I2IModel):
@@ -87,14 +98,14 @@ class PaletteDiffusion(I2IModel):
     trainable_reconstruct = False  # the sampler runs the U-Net sample_steps times
     convolutional = True  # the U-Net
     encoder_prefixes = ENCODER_PREFIXES
-    sampling_keys = {"steps": "sample_steps", "sampler": "sampler"}
+    sampling_keys = {"steps": "sample_steps", "sampler": "sampler", "schedule": "sample_schedule"}
 
     def __init__(self, image_size: int = 32, in_chans: int = 1, block_out_channels: list[int] | tuple[int, ...] = (32, 64),
                  layers_per_block: int = 1, attention: bool = False, norm_num_groups: int = 8,
                  attention_head_dim: int = 8, train_timesteps: int = 2000, beta_start: float = 1e-6,
                  beta_end: float = 0.01, sample_steps: int = 50, encode_timestep: int | None = None,
                  encode_seed: int = 0, layout: str = "pipeline", beta_schedule: str = "linear",
-                 dropout: float = 0.0, sampler: str | None = None):
+                 dropout: float = 0.0, sampler: str | None = None, sample_schedule: str | dict | None = None):
         super().__init__()
         block_out_channels = [int(c) for c in block_out_channels]
         n = len(block_out_channels)
@@ -104,10 +115,18 @@ class PaletteDiffusion(I2IModel):
             encode_timestep = train_timesteps // 2
         if not 0 <= encode_timestep < train_timesteps:
             raise ValueError(f"encode_timestep {encode_timestep} is outside [0, {train_timesteps})")
-        if not 1 <= sample_steps <= train_timesteps:
-            raise ValueError(f"sample_steps {sample_steps} is outside [1, {train_timesteps}]")
         if layout not in LAYOUTS:
             raise ValueError(f"unknown diffusion layout '{layout}' (known: {', '.join(LAYOUTS)})")
+        if layout == "palette":  # sampled over paper 1's test-phase schedule unless told otherwise
+            sample_schedule = palette_official.sampling_schedule(
+                palette_official.TEST_SCHEDULE if sample_schedule is None else sample_schedule)
+        elif sample_schedule is not None:
+            raise ValueError(f"params {palette_official.SCHEDULE_KEY} is an option of Palette's checkpoint (layout "
+                             "'palette') only: the pipeline layout samples over its training β's")
+        levels = (palette_official.schedule_levels(sample_schedule, train_timesteps) if layout == "palette"
+                  else train_timesteps)
+        if not 1 <= sample_steps <= levels:
+            raise ValueError(f"sample_steps {sample_steps} is outside [1, {levels}]")
         sampler = sampler or SAMPLERS[layout][0]
         if sampler not in SAMPLERS[layout]:
             raise ValueError(f"sampler '{sampler}' is not available with layout '{layout}' "
@@ -121,11 +140,13 @@ class PaletteDiffusion(I2IModel):
                           beta_start=beta_start, beta_end=beta_end, sample_steps=sample_steps,
                           encode_timestep=encode_timestep, encode_seed=encode_seed)
         if layout == "palette":  # recorded only there, so the pipeline layout's sidecars stay as they were
-            self._arch.update(layout=layout, beta_schedule=beta_schedule, dropout=dropout, sampler=sampler)
+            self._arch.update(layout=layout, beta_schedule=beta_schedule, dropout=dropout, sampler=sampler,
+                              sample_schedule=sample_schedule)
         elif beta_schedule != "linear" or dropout:
             raise ValueError("beta_schedule and dropout are options of layout 'palette' only (the pipeline layout "
                              "is linear, without dropout)")
         self.sample_steps, self.encode_timestep, self.encode_seed = sample_steps, encode_timestep, encode_seed
+        self.sample_schedule = sample_schedule  # None in the pipeline layout
         if layout == "palette":
             self._init_palette(image_size, in_chans, block_out_channels, layers_per_block, attention_head_dim,
                                dropout, beta_schedule, train_timesteps, beta_start, beta_end)
@@ -160,21 +181,40 @@ class PaletteDiffusion(I2IModel):
             self.schedule.register_buffer(name, value)
 
     def configure_sampling(self, **options: Any) -> None:
+        """params ``sampling``: steps, sampler and (Palette layout) schedule, checked together."""
         sampler = options.get("sampler", self.sampler)
         if sampler not in SAMPLERS[self.layout]:
             raise ValueError(f"sampler '{sampler}' is not available with layout '{self.layout}' "
                              f"(available: {', '.join(SAMPLERS[self.layout])})")
+        if "schedule" in options:
+            if self.layout != "palette":
+                raise ValueError(f"params {palette_official.SCHEDULE_KEY} is an option of Palette's checkpoint "
+                                 "(layout 'palette') only: the pipeline layout samples over its training β's")
+            options["schedule"] = palette_official.sampling_schedule(options["schedule"])
+        levels = self.sampling_levels(options.get("schedule", self.sample_schedule))
         steps = options.get("steps", self.sample_steps)
-        if not 1 <= steps <= self._arch["train_timesteps"]:
-            raise ValueError(f"sampling steps {steps} outside [1, {self._arch['train_timesteps']}]")
+        if not 1 <= steps <= levels:
+            raise ValueError(f"sampling steps {steps} outside [1, {levels}] (the levels of the sampling schedule; "
+                             "params model.diffusion.sampling.steps)")
         super().configure_sampling(**options)
+        if self.layout == "palette":
+            LOG.info("Palette sampling: %s %d-step chain over %s", self.sampler, self.sample_steps,
+                     palette_official.describe_schedule(self.sample_schedule))
+
+    def sampling_levels(self, schedule: str | dict | None = None) -> int:
+        """Noise levels of the sampling schedule (pipeline layout: the training timesteps)."""
+        if self.layout != "palette":
+            return self._arch["train_timesteps"]
+        schedule = self.sample_schedule if schedule is None else schedule
+        return palette_official.schedule_levels(schedule, self._arch["train_timesteps"])
 
     def abar_table(self) -> torch.Tensor:
-        """ᾱ_t for t = 0..T−1 (Palette layout: the checkpoint's `gammas` buffer)."""
+        """ᾱ_t for t = 0..T−1 of the training schedule (Palette layout: the checkpoint's `gammas` buffer)."""
         return self.schedule.gammas if self.layout == "palette" else self._alphas_cumprod
 
     def arch(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in self._arch.items()}
+        return {k: (list(v) if isinstance(v, (list, tuple)) else dict(v) if isinstance(v, dict) else v)
+                for k, v in self._arch.items()}
 
 
     def decoder_parameters(self) -> list[nn.Parameter]:
@@ -230,8 +270,9 @@ class PaletteDiffusion(I2IModel):
         return torch.cat([y_in, apply_mask(condition, mask), mask.to(condition.dtype)], dim=1)
 
     def noise_levels(self, t: int | torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
-        """The U-Net's noise-level input: integer t (pipeline layout) or Palette's continuous γ = ᾱ_t.
-        A floating-point tensor is taken as γ already (Palette's training draws γ between two levels)."""
+        """The U-Net's noise-level input: integer t (pipeline layout) or Palette's continuous γ = ᾱ_t of the
+        TRAINING buffers. A floating-point tensor is taken as γ already (Palette's training draws γ between two
+        levels; the sampler passes the sampling schedule's γ)."""
         if isinstance(t, torch.Tensor) and t.is_floating_point():
             t = t.to(device).reshape(-1)
             return t.expand(batch) if t.numel() == 1 else t
@@ -268,7 +309,9 @@ class PaletteDiffusion(I2IModel):
     # --- the I2IModel interface --------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, mask: torch.Tensor, t: int | torch.Tensor | None = None,
                noise: torch.Tensor | None = None) -> torch.Tensor:
-        """E(T(x), x̃_t, t) with x̃_t = `noisy_target(x, t, noise)`; deterministic defaults (see module doc)."""
+        """E(T(x), x̃_t, t) with x̃_t = `noisy_target(x, t, noise)`; deterministic defaults (see module doc).
+        Palette layout: ᾱ_t (the level and the U-Net's γ input) from the checkpoint's training buffers, never the
+        sampling schedule."""
         return self.encode_input(self.noisy_target(x, t, noise), x, mask, t)
 
     def encode_noise_target(self, n: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
@@ -350,19 +393,30 @@ class PaletteDiffusion(I2IModel):
         return y
 
     # --- Palette's sampler ------------------------------------------------------------------------------
-    def palette_chain(self) -> dict[str, torch.Tensor]:
-        """Per-step coefficients of the sampling chain, in ascending level order.
+    def sampling_buffers(self) -> dict[str, torch.Tensor]:
+        """The six schedule tensors the sampler reads, [T'] each: for a stated β schedule (the default: paper 1's
+        test phase) those Palette's `set_new_noise_schedule` computes for it (float64, stored float32), for
+        ``schedule: checkpoint`` the checkpoint's own buffers (its training schedule, `schedule.*`)."""
+        if self.sample_schedule == palette_official.CHECKPOINT_SCHEDULE:
+            return {k: getattr(self.schedule, k) for k in palette_official.SCHEDULE_BUFFERS}
+        s = self.sample_schedule
+        device = self.schedule.gammas.device
+        return {k: v.to(device) for k, v in palette_official.schedule_buffers(
+            s["beta_schedule"], s["timesteps"], s["beta_start"], s["beta_end"]).items()}
 
-        With ``sample_steps == T`` they are the checkpoint's own buffers (the official chain, exactly); with
-        fewer, the chain is respaced over the levels round(linspace(T−1, 0, n)) and the posterior of each
-        jump (β' = 1 − ᾱ_t/ᾱ_prev) is computed in float64 from the stored ᾱ.
+    def palette_chain(self) -> dict[str, torch.Tensor]:
+        """Per-step coefficients of the sampling chain, in ascending level order, over `sampling_buffers`.
+
+        With ``sample_steps`` = the schedule's T' levels they are those buffers as they are (the official chain,
+        exactly); with fewer, the chain is respaced over the levels round(linspace(T'−1, 0, n)) and the posterior
+        of each jump (β' = 1 − ᾱ_t/ᾱ_prev) is computed in float64 from the float32 ᾱ.
         """
-        buf = self.schedule
-        gammas = buf.gammas
+        buf = self.sampling_buffers()
+        gammas = buf["gammas"]
         total = gammas.shape[0]
         one = torch.ones(1, dtype=gammas.dtype, device=gammas.device)
         if self.sample_steps == total:
-            chain = {k: getattr(buf, k) for k in palette_official.SCHEDULE_BUFFERS}
+            chain = dict(buf)
             chain["gammas_prev"] = torch.cat([one, gammas[:-1]])
             return chain
         levels = np.unique(np.linspace(total - 1, 0, self.sample_steps).round().astype(np.int64))
@@ -377,7 +431,8 @@ class PaletteDiffusion(I2IModel):
         return {k: v.float() for k, v in chain.items()}
 
     def _palette_sample(self, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Palette's `restoration`: y_T = condition, x̂₀ clamped, known pixels pasted after every step.
+        """Palette's `restoration`: y_T = condition, x̂₀ clamped, known pixels pasted after every step; the U-Net's
+        noise level at each step is the SAMPLING schedule's γ (as in the official test phase).
 
         Draw order from `generator` (CPU): the condition noise ξ, then one N(0, I) per ancestral step above
         the last (none for DDIM)."""
@@ -405,28 +460,69 @@ class PaletteDiffusion(I2IModel):
     @classmethod
     def from_official(cls, checkpoint: dict[str, Any], image_size: int = 256, attention_head_dim: int = 32,
                       dropout: float = 0.0, sample_steps: int | None = None, sampler: str | None = None,
-                      encode_timestep: int | None = None, encode_seed: int = 0) -> "PaletteDiffusion":
+                      encode_timestep: int | None = None, encode_seed: int = 0,
+                      sample_schedule: str | dict | None = None, block_out_channels: list[int] | None = None,
+                      layers_per_block: int | None = None, attention: bool | None = None,
+                      norm_num_groups: int | None = None, train_timesteps: int | None = None,
+                      beta_start: float | None = None, beta_end: float | None = None) -> "PaletteDiffusion":
         """A Palette-layout model from Palette's `16_Network.pth` (bare `denoise_fn.*` state dict + schedule
         buffers). The head width is not in the weights (Palette: 32, params ``arch.attention_head_dim``); the
-        detected β schedule is in ``official_meta`` and the arch."""
+        detected β schedule of the buffers (the TRAINING schedule) is in ``official_meta`` and the arch.
+
+        Sampling schedule (`sample_schedule`, params ``model.diffusion.sampling.schedule`` at generation time):
+        by default paper 1's test phase (`palette_official.TEST_SCHEDULE`: linear 1e-4 → 0.09 over 2000 levels),
+        which is what the official test run samples with: it never reads the buffers in the file. ``"checkpoint"``
+        samples over the file's buffers instead. `sample_steps` defaults to every level of that schedule.
+        Training, unlearning, `encode` and `output` use the file's buffers (training-phase γ) either way.
+
+        `block_out_channels` … `beta_end` are what params ``model.diffusion.arch`` state: a value the tensors
+        contradict is a DataError naming both (Palette's U-Net has middle-block attention and GroupNorm(32)).
+        Errors name the checkpoint's own keys (``denoise_fn.…``), with both shapes for a mis-shaped tensor."""
+        what = "Palette checkpoint"
         unet, buffers = palette_official.split_state(checkpoint)
-        total = buffers["gammas"].shape[0]
+        total = buffers["gammas"].shape[0] if buffers["gammas"].dim() == 1 else 0
         for name, value in buffers.items():
-            if value.dim() != 1 or value.shape[0] != total:
+            if value.dim() != 1 or value.shape[0] != total or total < 2:
                 raise DataError(f"Palette checkpoint buffer '{name}' has shape {list(value.shape)}, "
-                                f"expected [{total}] like 'gammas'")
+                                f"expected [T] like 'gammas' {list(buffers['gammas'].shape)}, T >= 2")
         arch = palette_official.infer_arch(unet)
         schedule = palette_official.detect_schedule(buffers["gammas"])
-        weights = palette_official.convert(unet, len(arch["block_out_channels"]), arch["layers_per_block"],
-                                           attention_head_dim)
-        model = cls(image_size=image_size, in_chans=arch["in_chans"], block_out_channels=arch["block_out_channels"],
-                    layers_per_block=arch["layers_per_block"], attention=True, norm_num_groups=32,
-                    attention_head_dim=attention_head_dim, train_timesteps=total,
-                    beta_start=schedule.get("beta_start", 1e-6), beta_end=schedule.get("beta_end", 0.01),
-                    beta_schedule=schedule["beta_schedule"], sample_steps=sample_steps or total, layout="palette",
-                    dropout=dropout, sampler=sampler, encode_timestep=encode_timestep, encode_seed=encode_seed)
+        levels = len(arch["block_out_channels"])
+        implied = {"block_out_channels": (arch["block_out_channels"], "denoise_fn.input_blocks.N.0.out_layers.3.weight "
+                                          "of each level"),
+                   "layers_per_block": (arch["layers_per_block"], f"{levels * (arch['layers_per_block'] + 1)} "
+                                        f"denoise_fn.output_blocks over {levels} levels"),
+                   "attention": (True, "denoise_fn.middle_block.1.qkv.weight"),
+                   "norm_num_groups": (32, "Palette's GroupNorm32 around every denoise_fn convolution"),
+                   "train_timesteps": (total, f"buffer 'gammas' [{total}]")}
+        if schedule["beta_schedule"] != "unrecognised":
+            for key in ("beta_start", "beta_end"):
+                implied[key] = (schedule[key], f"the {schedule['beta_schedule']} schedule of buffer 'gammas'")
+        elif beta_start is not None or beta_end is not None:
+            raise DataError(f"{what}: params model.diffusion.arch.beta_start/beta_end are {beta_start}/{beta_end}, but "
+                            f"buffer 'gammas' matches no linear or quadratic β schedule (final γ "
+                            f"{schedule['final_gamma']:.3g})")
+        check_stated_arch("diffusion", {"block_out_channels": block_out_channels, "layers_per_block": layers_per_block,
+                                        "attention": attention, "norm_num_groups": norm_num_groups,
+                                        "train_timesteps": train_timesteps, "beta_start": beta_start,
+                                        "beta_end": beta_end}, implied, what)
+        weights, names = palette_official.convert(unet, arch["block_out_channels"], arch["layers_per_block"],
+                                                  attention_head_dim)
+        try:
+            sampling = palette_official.sampling_schedule(
+                palette_official.TEST_SCHEDULE if sample_schedule is None else sample_schedule)
+            model = cls(image_size=image_size, in_chans=arch["in_chans"], block_out_channels=arch["block_out_channels"],
+                        layers_per_block=arch["layers_per_block"], attention=True, norm_num_groups=32,
+                        attention_head_dim=attention_head_dim, train_timesteps=total,
+                        beta_start=schedule.get("beta_start", 1e-6), beta_end=schedule.get("beta_end", 0.01),
+                        beta_schedule=schedule["beta_schedule"], layout="palette", dropout=dropout, sampler=sampler,
+                        encode_timestep=encode_timestep, encode_seed=encode_seed, sample_schedule=sampling,
+                        sample_steps=sample_steps or palette_official.schedule_levels(sampling, total))
+        except ValueError as exc:
+            raise DataError(f"{what}: {exc}") from None
         state = {"unet." + k: v.to(torch.float32) for k, v in weights.items()}
         state.update({"schedule." + k: v for k, v in buffers.items()})
-        load_state_exactly(model, state, "Palette checkpoint")
-        model.official_meta = {"format": "palette", "noise_schedule": schedule}
+        load_state_exactly(model, state, what, {"unet." + k: v for k, v in names.items()})
+        model.official_meta = {"format": "palette", "noise_schedule": schedule,
+                               "sampling_schedule": model.sample_schedule}
         return model

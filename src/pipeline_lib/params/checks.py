@@ -9,6 +9,8 @@
 - `metrics.<kind>` with both or neither of `url` and `weights`, or a url without a `sha256` key;
 - `model.<family>.image_size` on Fashion-MNIST (one size: its 28 px are padded to data.image_size), and an
   estimated Σ (diagonal, lowrank) for a family at another size than the data's, where it was estimated;
+- `model.diffusion.sampling.schedule` without Palette's checkpoint (the pipeline-trained U-Net samples over its
+  training β's), a schedule with beta_start > beta_end, or `sampling.steps` beyond the schedule's levels;
 - a `runtime.device` torch does not know. Only the spelling is checked: Snakemake validates on a login
   node that may have no GPU, so whether the device is present is the job's question.
 """
@@ -54,6 +56,29 @@ def check_heads(params: dict[str, Any]) -> None:
             if groups and ch % groups:
                 raise ParamsError(f"params key 'model.{model}.arch.norm_num_groups' = {groups} does not divide "
                                   f"'model.{model}.arch.block_out_channels[{i}]' = {ch}")
+
+
+def check_sampling_schedule(params: dict[str, Any]) -> None:
+    """Palette's sampling schedule (``model.diffusion.sampling.schedule``) applies to its checkpoint only."""
+    if "diffusion" not in params["models"]:
+        return
+    cfg = params["model"]["diffusion"]
+    sampling = cfg.get("sampling") or {}
+    schedule = sampling.get("schedule")
+    if schedule is None:
+        return
+    key = "model.diffusion.sampling.schedule"
+    if cfg.get("checkpoint") is None:
+        raise ParamsError(f"params key '{key}' applies to Palette's checkpoint only (model.diffusion.checkpoint is "
+                          "null: the U-Net trained here samples over its own training β's); drop the key")
+    if isinstance(schedule, dict):
+        if schedule["beta_start"] > schedule["beta_end"]:
+            raise ParamsError(f"params key '{key}': beta_start {schedule['beta_start']} is above beta_end "
+                              f"{schedule['beta_end']}")
+        steps = sampling.get("steps")
+        if steps is not None and steps > schedule["timesteps"]:
+            raise ParamsError(f"params key 'model.diffusion.sampling.steps' = {steps} exceeds the "
+                              f"{schedule['timesteps']} levels of '{key}'")
 
 
 def check_classes(params: dict[str, Any]) -> None:
@@ -148,6 +173,7 @@ def check_all(params: dict[str, Any]) -> None:
     check_device(params)
     check_metric_weights(params)
     check_heads(params)
+    check_sampling_schedule(params)
     check_classes(params)
     check_noise(params)
     check_per_class(params)
