@@ -22,6 +22,10 @@ Only `params` and the layers above it read the raw params dict; the libraries be
 
 __version__ = "0.1.0"
 
+from .runtime.kernels import pin as _pin_cpu_kernels
+
+_pin_cpu_kernels()  # before torch loads: the same CPU kernels on every x86-64 machine (runtime/kernels.py)
+
 #: the layers, bottom to top (a module may import from its own layer and the ones before it)
 LAYERS = ("runtime", "data", "models", "noise", "training", "methods", "evaluation", "verify", "params", "report",
           "engines", "stages", "cli")

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import distributed
+from . import distributed, kernels
 
 #: runtime keys this module reads, with the defaults that keep CPU results (and fp32 CUDA numerics) exact
 DEFAULTS = {"amp": False, "channels_last": False, "tf32": False, "cudnn_benchmark": False}
@@ -91,6 +91,6 @@ def record(settings: Settings) -> dict[str, Any]:
                    cudnn_benchmark=torch.backends.cudnn.benchmark,
                    cudnn_deterministic=torch.backends.cudnn.deterministic)
     else:
-        out.update(cpu_threads=torch.get_num_threads(),
+        out.update(cpu_threads=torch.get_num_threads(), kernels=kernels.in_force(),
                    note="CPU: amp, channels_last, tf32 and cudnn_benchmark do not apply (float32 throughout)")
     return out

@@ -12,6 +12,7 @@ from ..params import paths
 from ..runtime.atomic import atomic_path, write_json
 from ..runtime.errors import ParamsError
 from ..models.base import read_meta
+from ..runtime import kernels
 from ..runtime.devices import seed_everything
 from ..params.weights import downloaded as downloaded_weights, specs as weight_specs
 from .common import image_codec, load_images, read_splits, stage_device
@@ -112,6 +113,7 @@ def metrics(params: dict, recon: str, reference_dir: str, extractor_path: str, c
     training = meta.get("training", {})
     result["training"] = {k: training[k] for k in ("wall_time_s", "images_per_s", "steps") if k in training}
     result["objectives"] = meta.get("objectives", {})  # f1/f2 after unlearning, for the Pareto plot
+    result["machine"] = kernels.fingerprint()  # where these numbers were computed, and what decides their bytes
     write_json(out, result)
 
 
