@@ -21,7 +21,7 @@ from .runtime.devices import configure_threads, setup_logging
 LOG = logging.getLogger("pipeline_lib")
 
 #: stage -> ("module:function" under pipeline_lib.stages, arguments); "name?" is optional, "name*" takes one or
-#: more paths. A stage imports only its own module: `splits` never loads the model families' libraries.
+#: more paths, "name!" is a switch. A stage imports only its own module: `splits` never loads the model families' libraries.
 STAGES = {
     "data": ("data:data", ["out"]),
     "splits": ("data:splits", ["set?", "data_dir", "out"]),
@@ -39,7 +39,7 @@ STAGES = {
     "summary": ("report:summary", []),
     "aggregate": ("report:aggregate", ["extractor", "reference*", "out"]),
     "dvc-yaml": ("team:dvc_yaml", ["out?"]),
-    "record": ("team:record", []),
+    "record": ("team:record", ["accept_machine!"]),
     "adopt": ("team:adopt", []),
     "docs": ("report:docs", []),
     "verify-probe": ("verify:verify_probe", ["checkpoint", "data_dir", "splits", "out"]),
@@ -71,9 +71,11 @@ def parser(described: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
         sp.add_argument("--params", default="params.yaml")
         sp.add_argument("--log", default=None, help="also write everything this stage prints here")
         for arg in args:
-            name = arg.rstrip("?*")
+            name = arg.rstrip("?*!")
             flag = "--" + name.replace("_", "-")
-            if arg.endswith("*"):
+            if arg.endswith("!"):
+                sp.add_argument(flag, dest=name, action="store_true")
+            elif arg.endswith("*"):
                 sp.add_argument(flag, dest=name, nargs="+", default=None)
             else:
                 sp.add_argument(flag, dest=name, required=not arg.endswith("?"), default=None)
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
             check_current_stage(params, dict(os.environ))
         threads = configure_threads(params["runtime"].get("threads"))
-        kwargs = {a.rstrip("?*"): getattr(ns, a.rstrip("?*")) for a in args}
+        kwargs = {a.rstrip("?*!"): getattr(ns, a.rstrip("?*!")) for a in args}
         # the functions name the split file and reference directory by role
         rename = {"splits": "splits_path", "extractor": "extractor_path", "reference": "reference_dir",
                   "set": "set_name"}

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import logging
 
-
-
-
 LOG = logging.getLogger(__name__)
 
 
@@ -18,11 +15,12 @@ def dvc_yaml(params: dict, out: str | None = None) -> None:
     LOG.info("wrote %s", out or "dvc.yaml")
 
 
-def record(params: dict) -> None:
-    """Snakemake → DVC: record a finished Snakemake run's outputs in dvc.lock and the DVC cache (no recompute)."""
+def record(params: dict, accept_machine: bool = False) -> None:
+    """Snakemake → DVC: record a finished Snakemake run's outputs in dvc.lock and the DVC cache (no recompute);
+    refuses numbers computed under other numerics than the committed ones unless --accept-machine."""
     from ..engines import sharing
 
-    sharing.record()
+    sharing.record(accept_machine)
 
 
 def adopt(params: dict) -> None:
