@@ -13,8 +13,9 @@ run: env data-package
 	snakemake --profile profiles/local
 	$(PY) -m pipeline_lib record
 
+# PYTEST_ARGS: extra pytest options (CI passes --durations=15 to print the slowest tests)
 test: env data-package
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: env
 	snakemake --lint && snakefmt --check Snakefile workflow/rules

@@ -243,6 +243,41 @@ def make_project(root: Path, preset: str = "presets/smoke.yaml", dvc_yaml: bool 
     return root
 
 
+def init_dvc_repo(root: Path) -> None:
+    """A git repository of the project copy; it is a DVC repository already (.dvc is committed)."""
+    run(["git", "init", "-q"], root)
+    run(["git", "config", "user.email", "test@example.com"], root)
+    run(["git", "config", "user.name", "test"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "project"], root)
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A finished run's project (outputs, logs, Snakemake's records, git and DVC state) copied with its
+    timestamps, for a test that changes it."""
+    import shutil
+
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def _without_timings(node):
+    if isinstance(node, dict):
+        return {k: _without_timings(v) for k, v in node.items() if "time" not in k and not k.endswith("per_s")}
+    return [_without_timings(v) for v in node] if isinstance(node, list) else node
+
+
+def same_output(a: Path, b: Path) -> bool:
+    """Two runs' copies of one output are the same: byte for byte, JSON sidecars and metrics files but for
+    their measured times (wall time, images/s), which no two runs share."""
+    import json
+
+    x, y = a.read_bytes(), b.read_bytes()
+    if x == y:
+        return True
+    return a.suffix == ".json" and _without_timings(json.loads(x)) == _without_timings(json.loads(y))
+
+
 class Uint8RGB(torch.utils.data.Dataset):
     """Written here, independent of pipeline_lib: uint8 [1, H, W] images repeated to [3, H, W]."""
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import base_params, make_project, run
-from test_engines import init_dvc_repo
+from helpers import base_params, init_dvc_repo, make_project, run
 from pipeline_lib.params import grid as config
 from pipeline_lib.params import load, paths
 from pipeline_lib.engines.dvc_yaml import render, stages

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import re
@@ -15,20 +14,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import make_project, run
+from helpers import copy_run, init_dvc_repo, make_project, run, same_output
 
 ALPHA_FED = {"unlearn", "generate", "metrics", "summary", "aggregate"}
 
 pytestmark = pytest.mark.engine
-
-
-def init_dvc_repo(root: Path) -> None:
-    """A git repository of the project copy; it is a DVC repository already (.dvc is committed)."""
-    run(["git", "init", "-q"], root)
-    run(["git", "config", "user.email", "test@example.com"], root)
-    run(["git", "config", "user.name", "test"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "project"], root)
 
 
 def set_alpha(root: Path, alpha: float) -> None:
@@ -72,18 +62,10 @@ def scores(root: Path) -> dict[str, dict]:
     return out
 
 
-@pytest.fixture(scope="module")
-def engines(tmp_path_factory):
-    base = tmp_path_factory.mktemp("engines")
-    smk = make_project(base / "snakemake")
-    dvc = make_project(base / "dvc")
-    init_dvc_repo(dvc)
-    # the two engines run side by side (each job's thread count is fixed by params, so results do not
-    # depend on it): their start-up and I/O overlap, which saves minutes of the suite
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        smk_log = pool.submit(run, ["snakemake", "--profile", "profiles/local"], smk)
-        dvc_log = pool.submit(run, ["dvc", "repro"], dvc)
-        return {"smk": smk, "smk_log": smk_log.result(), "dvc": dvc, "dvc_log": dvc_log.result()}
+@pytest.fixture
+def engines(smoke_runs):
+    """The session's smoke runs (conftest.smoke_runs), read-only here."""
+    return smoke_runs
 
 
 @pytest.mark.parametrize("preset, jobs", [
@@ -249,9 +231,6 @@ def test_a_snakemake_run_is_recorded_pushed_pulled_and_accepted_back(engines, tm
     assert outputs(clone) == outputs(smk)
     assert scores(clone) == scores(smk)
 
-    # the DVC-run copy: its lock and summary committed, for the metrics diff after the α change below
-    commit_all(engines["dvc"], "default run")
-
 
 def test_record_refuses_while_snakemake_has_work(engines, tmp_path):
     root = make_project(tmp_path / "fresh")
@@ -287,9 +266,10 @@ def test_two_checkouts_compute_the_model_rules_once_through_snakemakes_cache(tmp
         assert (first / target).read_bytes() == (second / target).read_bytes()
 
 
-def test_an_experiment_run_with_a_changed_value_shows_its_metrics(engines):
+def test_an_experiment_run_with_a_changed_value_shows_its_metrics(engines, tmp_path):
     """`dvc exp run -S key=value` for a value inside the existing runs; `dvc exp show` lists its scores."""
-    dvc = engines["dvc"]
+    dvc = copy_run(engines["dvc"], tmp_path / "dvc")
+    commit_all(dvc, "default run")
     log = run(["dvc", "exp", "run", "-n", "cold", "-S", "model.vqgan.sampling.temperature=0.5"], dvc)
     assert dvc_ran(log) == {"generate", "metrics", "summary", "aggregate"}
     assert all("vqgan" in name for name in re.findall(r"Running stage '((?:generate|metrics)[^']+)'", log))
@@ -309,28 +289,39 @@ SLURM_SKIP = None if os.geteuid() == 0 and (shutil.which("slurmctld") or shutil.
 
 @pytest.mark.slurm
 @pytest.mark.skipif(SLURM_SKIP is not None, reason=SLURM_SKIP or "")
-def test_the_smoke_preset_runs_on_a_real_slurm_cluster(engines, tmp_path):
+def test_one_family_runs_on_a_real_slurm_cluster_as_it_runs_locally(engines, tmp_path):
     """`snakemake --profile profiles/slurm` as shipped, on a one-node cluster (no accounting: squeue for
-    status): the same outputs and the same scores as the local engine."""
+    status), for the smoke preset's VQ-GAN: every rule kind of the smoke DAG goes through sbatch (the data, the
+    split, the tokenizer before its model, pre-training, the extractor, reference features, the noise target,
+    unlearning, generation, metrics, the summary and the report), and every file the family's jobs write is the
+    same, byte for byte (training times aside), as the local engine's in the session's smoke run."""
     script = Path(__file__).resolve().parents[1] / "profiles/slurm/local-cluster.sh"
     was_up = subprocess.run(["sinfo"], capture_output=True).returncode == 0 if shutil.which("sinfo") else False
     run(["bash", str(script), "start"], tmp_path)
     try:
         root = make_project(tmp_path / "slurm", dvc_yaml=False)
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        params["models"] = ["vqgan"]
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        planned = snakemake_jobs(run(["snakemake", "--profile", "profiles/local", "-n"], root))
+        assert planned == snakemake_jobs(engines["smk_log"])  # every rule kind the local smoke run ran
         log = run(["snakemake", "--profile", "profiles/slurm", "--slurm-status-command", "squeue",
                    "--slurm-init-seconds-before-status-checks", "2"], root)
         submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", log)
-        # every job went through sbatch: as many submissions as the local engine ran commands
-        assert len(submitted) == len(snakemake_commands(engines["smk_log"])), log[-3000:]
-        assert outputs(root) == outputs(engines["smk"])
-        assert scores(root) == scores(engines["smk"])
+        # every job went through sbatch: as many submissions as there are commands
+        assert len(submitted) == len(snakemake_commands(log)) == 12, log[-3000:]
+        family_files = {f for f in outputs(root) if "/report/" not in f}  # the report holds one family here
+        assert family_files and family_files <= outputs(engines["smk"])
+        assert [f for f in sorted(family_files) if not same_output(root / f, engines["smk"] / f)] == []
+        assert scores(root) == {k: v for k, v in scores(engines["smk"]).items() if "/vqgan/" in k}
     finally:
         if not was_up:
             subprocess.run(["bash", str(script), "stop"], capture_output=True)
 
 
-def test_changing_alpha_reruns_only_what_alpha_feeds(engines):
-    smk, dvc = engines["smk"], engines["dvc"]
+def test_changing_alpha_reruns_only_what_alpha_feeds(engines, tmp_path):
+    smk, dvc = copy_run(engines["smk"], tmp_path / "smk"), copy_run(engines["dvc"], tmp_path / "dvc")
+    commit_all(dvc, "default run")  # its lock and summary, for the metrics diff below
     set_alpha(smk, 0.5)
     dry = run(["snakemake", "--profile", "profiles/local", "-n"], smk)
     assert snakemake_jobs(dry) == ALPHA_FED
@@ -360,11 +351,11 @@ def test_changing_alpha_reruns_only_what_alpha_feeds(engines):
     assert not any(key.startswith("mae.original.") for key in diff)  # the original did not change
 
 
-def test_a_per_model_setting_reruns_only_that_family(engines):
+def test_a_per_model_setting_reruns_only_that_family(engines, tmp_path):
     """A new `methods.l2n.per_model.mae` entry re-runs the MAE's l2n runs and what they feed, nothing else;
     with a dvc.yaml not regenerated after adding the key, `dvc repro` fails in the report stage (which tracks
     all of params.yaml) instead of leaving the old results looking current."""
-    smk, dvc = engines["smk"], engines["dvc"]
+    smk, dvc = copy_run(engines["smk"], tmp_path / "smk"), copy_run(engines["dvc"], tmp_path / "dvc")
     for root in (smk, dvc):
         params = yaml.safe_load((root / "params.yaml").read_text())
         params["methods"]["l2n"]["per_model"]["mae"] = {"training": {"epochs": 2}}
