@@ -54,9 +54,12 @@ def snakemake_pending() -> list[str]:
 
 
 def dvc_changed() -> dict:
-    """`dvc status --json`: the stages whose dependencies, params or outputs differ from dvc.lock."""
+    """`dvc status --json`: the stages whose dependencies, params or outputs differ from dvc.lock. A stage that
+    is always changed (a class-folder tree's data stage, which re-lists the tree on every repro) is not a
+    change: DVC reports it so whatever its outputs."""
     out = _run("dvc", "status", "--json")
-    return json.loads(out[out.index("{"):]) if "{" in out else {}
+    changed = json.loads(out[out.index("{"):]) if "{" in out else {}
+    return {stage: why for stage, why in changed.items() if why != ["always changed"]}
 
 
 class OtherMachine(PipelineError):
