@@ -252,6 +252,8 @@ def test_two_checkouts_compute_the_model_rules_once_through_snakemakes_cache(tmp
         root = make_project(tmp_path / name, dvc_yaml=False)
         params = yaml.safe_load((root / "params.yaml").read_text())
         params["models"] = ["mae"]
+        params["model"]["mae"]["pretrain"]["subset"] = 128  # the cache is under test, not the models: a few steps
+        params["extractor"]["training"]["subset"] = 256
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         logs[name] = run(["snakemake", "--profile", "profiles/local", "--cache", *targets], root, env=env)
     first, second = tmp_path / "first", tmp_path / "second"
