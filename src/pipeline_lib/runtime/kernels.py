@@ -18,6 +18,7 @@ the machine). Every checkpoint records what was in force (`in_force`, under `met
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -93,7 +94,9 @@ def _library_version(name: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_info() -> str:
+    """/proc/cpuinfo, read once per process (the model name and the flags both come from it)."""
     try:
         with open("/proc/cpuinfo") as f:
             return f.read()
