@@ -41,6 +41,7 @@ STAGES = {
     "dvc-yaml": ("team:dvc_yaml", ["out?"]),
     "record": ("team:record", ["accept_machine!"]),
     "adopt": ("team:adopt", []),
+    "pretrain-spread": ("team:pretrain_spread", ["seeds*", "workdir?"]),
     "docs": ("report:docs", []),
     "verify-probe": ("verify:verify_probe", ["checkpoint", "data_dir", "splits", "out"]),
     "verify-sweep": ("verify:verify_sweep", ["checkpoint", "data_dir", "splits", "extractor", "out"]),
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             LOG.info("stage %s: %s", ns.stage, " ".join(relaunch))
             return distributed.run_relaunched(relaunch)
         distributed.setup(params["runtime"]["device"])
-        if ns.stage not in ("dvc-yaml", "record", "adopt", "docs"):
+        if ns.stage not in ("dvc-yaml", "record", "adopt", "docs", "pretrain-spread"):
             from .engines.dvc_yaml import check_current_stage
 
             check_current_stage(params, dict(os.environ))

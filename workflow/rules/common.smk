@@ -5,6 +5,7 @@ from snakemake.utils import validate
 from pipeline_lib.params.grid import (
     method_settings,
     part_keys,
+    pretrain_seed,
     training_keys,
 )
 from pipeline_lib.params.load import validate_params

@@ -20,7 +20,7 @@ rule pretrain_part:
         code=code_version("models", "training/trainer.py"),
         part=lambda w: part_keys(config, w.model, w.part),
         data=config["data"],
-        seed=config["seed"],
+        seed=pretrain_seed(config),
     shell:
         "python -m pipeline_lib pretrain-part --params params.yaml --model {wildcards.model} --part {wildcards.part} "
         "--data-dir {input} --out {output.model} --log {log}"
@@ -50,7 +50,7 @@ rule pretrain:
         parts=lambda w: pretrain_part_args(config, w.model),
         model=lambda w: training_keys(config, w.model),
         data=config["data"],
-        seed=config["seed"],
+        seed=pretrain_seed(config),
     shell:
         "python -m pipeline_lib pretrain --params params.yaml --model {wildcards.model} --data-dir {input.data}"
         "{params.parts} --out {output.model} --log {log}"
@@ -80,7 +80,7 @@ rule retrain:
         parts=lambda w: part_args(w.dataset, w.model),
         model=lambda w: training_keys(config, w.model),
         data=config["data"],
-        seed=config["seed"],
+        seed=pretrain_seed(config),
     shell:
         "python -m pipeline_lib retrain --params params.yaml --model {wildcards.model} --data-dir {input.data} "
         "--splits {input.splits}{params.parts} --out {output.model} --log {log}"

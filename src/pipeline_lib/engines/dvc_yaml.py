@@ -99,7 +99,8 @@ def _model_stages(params: dict[str, Any], ds: str, raw: str) -> list[Stage]:
                 f"{PY} pretrain-part --params params.yaml --model {model} --part {part} --data-dir {raw} "
                 f"--out {out} --log logs/pretrain_part/{ds}/{model}/{part}.log",
                 [raw, f"{CODE}/models", f"{CODE}/training/trainer.py"],
-                ["seed", "data", f"model.{model}.{part}", *_present(params, f"model.{model}", ["image_size"])],
+                ["seed", *_present(params, "", ["pretrain_seed"]), "data", f"model.{model}.{part}",
+                 *_present(params, f"model.{model}", ["image_size"])],
                 [out, out.replace(".safetensors", ".json")]))
         original = paths.model_file(ds, model, *paths.ORIGINAL)
         part_deps = list(paths.pretrain_part_files(params, model).values())
@@ -107,7 +108,8 @@ def _model_stages(params: dict[str, Any], ds: str, raw: str) -> list[Stage]:
             f"pretrain-{model}",
             f"{PY} pretrain --params params.yaml --model {model} --data-dir {raw}{part_args} --out {original} "
             f"--log logs/pretrain/{ds}/{model}.log",
-            [raw, *part_deps, f"{CODE}/models", f"{CODE}/training/trainer.py"], ["seed", "data", *model_keys],
+            [raw, *part_deps, f"{CODE}/models", f"{CODE}/training/trainer.py"],
+            ["seed", *_present(params, "", ["pretrain_seed"]), "data", *model_keys],
             [original, original.replace(".safetensors", ".json")]))
     return stages
 
@@ -126,7 +128,8 @@ def _retrain_stages(params: dict[str, Any], ds: str, raw: str, root: str, set_na
                 _name(ref, set_name, model),
                 f"{PY} {ref} --params params.yaml --model {model} --data-dir {raw} --splits {split}"
                 f"{paths.part_args(ds, model)} --out {out} --log logs/{ref}/{root}/{model}.log",
-                [raw, split, *parts.values(), f"{CODE}/models", f"{CODE}/training/trainer.py"], ["seed", "data", *model_keys],
+                [raw, split, *parts.values(), f"{CODE}/models", f"{CODE}/training/trainer.py"],
+                ["seed", *_present(params, "", ["pretrain_seed"]), "data", *model_keys],
                 [out, out.replace(".safetensors", ".json")]))
     return stages
 

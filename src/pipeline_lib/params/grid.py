@@ -133,6 +133,13 @@ def run_seed(params: dict[str, Any], point: dict[str, Any]) -> int:
     return point.get("seed", params["seed"])
 
 
+def pretrain_seed(params: dict[str, Any]) -> int:
+    """The seed of every pre-training recipe (the originals, their frozen parts, retrain): `pretrain_seed` when
+    params set it, else `seed`. Varying it alone re-trains the models on the same sets, which is how the
+    spread of the results over pre-training is measured (`python -m pipeline_lib pretrain-spread`)."""
+    return params.get("pretrain_seed", params["seed"])
+
+
 def unlearn_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
     """Every (model, method, grid point, seed) the experiment unlearns, in a stable order (not the
     references). The same list for every forget set: the set is the run's scope (`paths.set_root`)."""

@@ -14,7 +14,7 @@ from ..data import streaming
 from ..params import dataset
 from ..params.runtime import numerics
 from ..models.checkpoints import load_checkpoint_file, load_official, obtain_checkpoint
-from ..params.grid import family_arch
+from ..params.grid import family_arch, pretrain_seed
 from ..runtime.errors import DataError
 from ..training.loaders import ImageLoader, mask_sampler
 from ..models import FAMILIES, build_model, save_model
@@ -69,7 +69,7 @@ def _train_model(params: dict, model: str, reader, indices: torch.Tensor, parts:
                  source: str, desc: str) -> None:
     """The family's own recipe from scratch: pre-training, and the retrain reference on fewer classes."""
     cfg, codec = params["model"][model], image_codec(params, model)
-    g = seed_everything(params["seed"])
+    g = seed_everything(pretrain_seed(params))
     backend = stage_backend(params)
     device = backend.device
     training = cfg["pretrain"]
@@ -126,7 +126,7 @@ def retrain(params: dict, model: str, data_dir: str, splits_path: str, out: str,
 def pretrain_part(params: dict, model: str, part: str, data_dir: str, out: str) -> None:
     """A frozen component pre-trained before its model (VQ-GAN's tokenizer), on all training images."""
     cfg, codec = params["model"][model][part], image_codec(params, model)
-    g = seed_everything(params["seed"])
+    g = seed_everything(pretrain_seed(params))
     backend = stage_backend(params)
     device = backend.device
     reader = data_reader(params, data_dir, model)

@@ -28,3 +28,14 @@ def adopt(params: dict) -> None:
     from ..engines import sharing
 
     sharing.adopt()
+
+
+def pretrain_spread(params: dict, seeds: list[str], workdir: str | None = None) -> None:
+    """Re-run the experiment with other pre-training seeds (copies, Snakemake) and write each summary number's
+    spread over the seeds beside the summary (metrics/<dataset>/<task>.pretrain-seeds.json)."""
+    import tempfile
+    from pathlib import Path
+
+    from ..engines import pretrain_spread
+
+    pretrain_spread.main(params, [int(s) for s in seeds], Path(workdir or tempfile.mkdtemp(prefix="pretrain-seeds-")))
