@@ -1,6 +1,4 @@
-import yaml
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 from pipeline_lib.params.grid import (
     method_settings,
@@ -8,7 +6,7 @@ from pipeline_lib.params.grid import (
     pretrain_seed,
     training_keys,
 )
-from pipeline_lib.params.load import validate_params
+from pipeline_lib.params.load import read_yaml, validate_params
 from pipeline_lib.runtime.errors import ParamsError
 from pipeline_lib.evaluation.metric_weights import KINDS as WEIGHT_KINDS
 from pipeline_lib.params.weights import downloaded as downloaded_weights
@@ -39,14 +37,14 @@ from pipeline_lib.params.verify import (
     task_name as verify_task,
 )
 
-# Fail before any job starts: the schema first (names the bad key), then the semantic checks.
-validate(config, "../schemas/params.schema.yaml")
+# Fail before any job starts: the schema (workflow/schemas/params.schema.yaml; names the bad key), then the
+# semantic checks.
 try:
     validate_params(config)
 except ParamsError as exc:
     raise WorkflowError(str(exc))
 with open("params.yaml") as fh:
-    if yaml.safe_load(fh) != config:
+    if read_yaml(fh.read()) != config:
         raise WorkflowError(
             "the stages read params.yaml: edit it instead of passing --config/--configfile"
         )

@@ -22,6 +22,12 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
 
 
+def read_yaml(text: str) -> Any:
+    """YAML through libyaml when PyYAML has it (the workflow's parse reads params and the schema on every
+    Snakemake call; the pure-Python loader took a second of a no-op `snakemake -n`)."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def _key_path(error: jsonschema.ValidationError) -> str:
     out = ""
     for part in error.absolute_path:
@@ -33,7 +39,7 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     """Raise ParamsError naming the first bad key; return the params unchanged when they are sound."""
     if not SCHEMA_PATH.exists():
         raise ParamsError(f"schema {SCHEMA_PATH} is missing: install the package editable from its checkout")
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema = read_yaml(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(params))
     if error is not None:
@@ -129,7 +135,7 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     if not path.exists():
         raise ParamsError(f"params file {path} does not exist")
     try:
-        params = yaml.safe_load(path.read_text())
+        params = read_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ParamsError(f"params file {path} is not valid YAML: {exc}") from None
     if not isinstance(params, dict):
