@@ -1,5 +1,12 @@
-"""Shared set-up: subprocesses (Snakemake, DVC, the stage CLI) resolve `python` to this interpreter, and the
-smoke preset runs once per test session and engine (`smoke_runs`)."""
+"""Shared set-up: subprocesses (Snakemake, DVC, the stage CLI) resolve `python` to this interpreter, the
+smoke preset runs once per test session and engine (`smoke_runs`), and the tests are grouped for two workers.
+
+`make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): most tests use one thread, and the
+workflow tests wait on subprocesses and on SLURM, so one worker alone leaves a core idle. Grouping keeps each
+piece of shared work in one worker: a module's tests stay together (its module-scoped fixtures are built
+once), and every test that reads the session's smoke runs or uses the SLURM cluster goes to one group, so the
+smoke preset runs once and no two tests disturb the cluster at the same time. A test's bytes do not depend on
+the other worker: every job's thread count is fixed by params."""
 
 import concurrent.futures
 import os
@@ -12,6 +19,16 @@ from helpers import init_dvc_repo, make_project, run, torch_threads
 
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+#: the group of every test that reads the session's smoke runs or submits to the local SLURM cluster
+SHARED_GROUP = "smoke-and-slurm"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        shared = "smoke_runs" in getattr(item, "fixturenames", ()) or item.get_closest_marker("slurm")
+        item.add_marker(pytest.mark.xdist_group(SHARED_GROUP if shared else item.module.__name__))
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,12 @@ HEADER = """\
 # they feed; after adding or removing models, methods, grid points or tasks, regenerate, then `dvc repro`.
 """
 CODE = "src/pipeline_lib"
-#: the modules the report stage runs: a change to any of them re-runs it
-REPORT_MODULES = ("report", "evaluation/tsne.py", "evaluation/forgetting.py")
+#: report modules the report stage never runs: they write the documentation and timing tables from finished
+#: runs, so editing them must not re-run the report
+REPORT_TOOLS = ("docs.py", "timings.py")
+#: the modules the report stage runs (every report module but the tools): a change to any of them re-runs it
+REPORT_MODULES = (*sorted(f"report/{p.name}" for p in (Path(__file__).parents[1] / "report").glob("*.py")
+                          if p.name not in REPORT_TOOLS), "evaluation/tsne.py", "evaluation/forgetting.py")
 #: the verification checks' code: the checks, their stage functions and their settings
 VERIFY_CODE = tuple(f"{CODE}/{m}" for m in ("verify", "stages/verify.py", "params/verify.py"))
 PY = "python -m pipeline_lib"

@@ -4,7 +4,7 @@ A reader of the results table must tell a real change from noise. The largest so
 is pre-training: the same recipe with another seed gives another original, and every number downstream moves
 with it. So the experiment is run again with only `pretrain_seed` changed (the data, splits, extractor,
 reference features and noise targets are reused; every model and result is recomputed), and each number of
-the summary is reported over the seeds: mean, sample standard deviation, min and max.
+the summary is reported over the seeds (`spread_file`; the README shows it, `python -m pipeline_lib docs`): mean, sample standard deviation, min and max.
 
 Each seed runs in a copy of the project under Snakemake with the copy's own code, one after the other. The
 params' own seed is the workspace's finished run, which is not recomputed.
@@ -34,13 +34,16 @@ _REUSED = ("raw", "splits.json", "sets", "extractor", "reference", "noise")
 
 
 def spread_file(dataset: str, task: str) -> Path:
-    """Where the spread of `metrics/<dataset>/<task>.json` is kept, beside it (not a DVC output)."""
-    return Path("metrics") / dataset / f"{task}.pretrain-seeds.json"
+    """Where the spread of `metrics/<dataset>/<task>.json` is kept: beside it, in a folder of its own (it is not
+    a DVC output, and not a summary)."""
+    return Path("metrics") / dataset / "pretrain-seeds" / f"{task}.json"
 
 
 def prepare(project: Path, dest: Path, params: dict[str, Any], seed: int) -> Path:
     """A copy of `project` whose params differ only in `pretrain_seed`, with the data that pre-training does not
     feed copied over (times kept, so Snakemake sees it as current)."""
+    if "pretrain_seed" in params:
+        raise DataError("params.yaml already sets `pretrain_seed`; the spread varies it: remove the key first")
     shutil.copytree(project, dest, ignore=lambda d, names: [n for n in names if Path(d) == project and n in _NOT_COPIED])
     data = project / "data" / params["dataset"]
     for name in _REUSED:
@@ -50,8 +53,6 @@ def prepare(project: Path, dest: Path, params: dict[str, Any], seed: int) -> Pat
             (dest / "data" / params["dataset"]).mkdir(parents=True, exist_ok=True)
             shutil.copy2(data / name, dest / "data" / params["dataset"] / name)
     text = (project / "params.yaml").read_text()
-    if "pretrain_seed" in params:
-        raise DataError("params.yaml already sets `pretrain_seed`; the spread varies it: remove the key first")
     (dest / "params.yaml").write_text(f"{text.rstrip()}\npretrain_seed: {seed}  # pretrain-spread\n")
     return dest
 

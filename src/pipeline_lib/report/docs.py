@@ -6,7 +6,9 @@
 - `docs/configuration.md`: every params key with its type, the default experiment's value and the schema's
   description;
 - the README's generated blocks (between `<!-- generated: results-table <dataset> <task> -->` and
-  `<!-- /generated -->`): the headline table of one committed summary.
+  `<!-- /generated -->`): the headline table of one committed summary; and (`seed-spread` blocks) the
+  standard deviation of each of its numbers over pre-training seeds, from
+  `metrics/<dataset>/pretrain-seeds/<task>.json` (`python -m pipeline_lib pretrain-spread`).
 
 `tests/test_docs.py` regenerates all three in memory and fails when a committed page differs.
 """
@@ -28,7 +30,7 @@ from ..params.grid import variant_name
 HEADLINE = (("fid", "FID"), ("is", "IS"), ("cosine", "Cosine"), ("accuracy", "Acc"))
 #: the order methods are listed in (others follow in the summary's order)
 METHOD_ORDER = ("original", "retrain")
-BLOCK = re.compile(r"(<!-- generated: results-table (\S+) (\S+) -->\n)(.*?)(<!-- /generated -->)", re.S)
+BLOCK = re.compile(r"(<!-- generated: (results-table|seed-spread) (\S+) (\S+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 
 
 def _runs(summary: dict[str, Any], models: list[str] = ()) -> list[tuple[str, str, str, dict[str, Any]]]:
@@ -64,6 +66,28 @@ def headline_table(summary: dict[str, Any], models: list[str] = ()) -> pd.DataFr
     df = pd.DataFrame(rows)
     df[forgetting.COLUMN] = forgetting.flags(df)
     return df.drop(columns="set")
+
+
+def _seed_summary(numbers: dict[str, Any], i: int) -> dict[str, Any]:
+    """The summary of the i-th seed, rebuilt from a spread file's per-number values."""
+    if "values" in numbers:
+        return numbers["values"][i]
+    return {k: _seed_summary(v, i) for k, v in numbers.items()}
+
+
+def spread_table(spread: dict[str, Any], models: list[str] = ()) -> tuple[pd.DataFrame, list[int]]:
+    """The headline table's rows with each number's sample standard deviation over the seeds, and in how many
+    seeds the run forgets (the report's flag, judged per seed against that seed's original)."""
+    seeds = spread["seeds"]
+    tables = [headline_table(_seed_summary(spread["numbers"], i), models) for i in range(len(seeds))]
+    keys = ["model", "method", "variant"]
+    out = tables[0][keys].copy()
+    numeric = [c for c in tables[0].columns if c not in (*keys, forgetting.COLUMN)]
+    stacked = pd.concat([t[numeric] for t in tables], keys=range(len(tables)))
+    out[[f"sd {c}" for c in numeric]] = stacked.groupby(level=1).std(ddof=1).to_numpy()
+    yes = sum(t[forgetting.COLUMN].str.startswith("yes").to_numpy().astype(int) for t in tables)
+    out[forgetting.COLUMN] = [f"{n}/{len(tables)}" if m != "original" else "" for n, m in zip(yes, out["method"])]
+    return out, seeds
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -163,11 +187,16 @@ def readme_blocks(root: Path, text: str) -> str:
     """The README with each generated block rewritten from its committed summary."""
 
     def fill(m: re.Match) -> str:
-        ds, task = m.group(2), m.group(3)
+        kind, ds, task = m.group(2), m.group(3), m.group(4)
+        if kind == "seed-spread":
+            spread = json.loads((root / "metrics" / ds / "pretrain-seeds" / f"{task}.json").read_text())
+            table, seeds = spread_table(spread, _models(root))
+            return (m.group(1) + markdown(table) + f"\nSeeds {', '.join(map(str, seeds))}; "
+                    f"`{spread['command']}`.\n" + m.group(6))
         summary = json.loads((root / "metrics" / ds / f"{task}.json").read_text())
         if _is_set_keyed(summary):
             summary = next(iter(summary.values()))
-        return m.group(1) + markdown(headline_table(summary, _models(root))) + m.group(5)
+        return m.group(1) + markdown(headline_table(summary, _models(root))) + m.group(6)
 
     return BLOCK.sub(fill, text)
 
