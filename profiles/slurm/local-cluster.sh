@@ -9,6 +9,9 @@
 # systemd and without accounting storage: check job status with squeue (MinJobAge=600 keeps finished jobs
 # visible), i.e. add `--slurm-status-command squeue` to the snakemake command. The node offers one fake GPU
 # (a GRES whose device file is a copy of /dev/null), so rules that declare `gpu` resources get scheduled.
+# Memory is enforced as on a real cluster: a job step using more than its --mem (the rule's mem_mb) is killed
+# (OUT_OF_MEMORY), polled every second. `start` on a running cluster whose slurm.conf differs from this
+# script's rewrites it and restarts the daemons (running jobs survive a restart).
 set -euo pipefail
 
 STATE=${SLURM_LOCAL_STATE:-/var/tmp/i2i-slurm}
@@ -36,13 +39,11 @@ start_munge() {
     running /run/munge/munged.pid || runuser -u munge -- /usr/sbin/munged
 }
 
-write_config() {
-    mkdir -p "$STATE/ctld" "$STATE/spool" "$STATE/log" /etc/slurm
-    [ -c "$STATE/gpu0" ] || mknod "$STATE/gpu0" c 1 3  # identical to /dev/null: a device file for the fake GPU
+render_config() {
     local host node
     host=$(hostname -s)
     node=$(slurmd -C | head -n 1)  # NodeName=... CPUs=... RealMemory=... as this machine has them
-    cat > "$CONF" <<CONF
+    cat <<CONF
 # written by profiles/slurm/local-cluster.sh: a one-node test cluster
 ClusterName=i2i-local
 SlurmctldHost=$host
@@ -63,11 +64,19 @@ GresTypes=gpu
 ReturnToService=2
 MinJobAge=600
 AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherParams=OverMemoryKill,UsePss
+JobAcctGatherFrequency=task=1
 SchedulerType=sched/backfill
 $node Gres=gpu:1 State=UNKNOWN
 PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
+}
+
+write_config() {
+    mkdir -p "$STATE/ctld" "$STATE/spool" "$STATE/log" /etc/slurm
+    [ -c "$STATE/gpu0" ] || mknod "$STATE/gpu0" c 1 3  # identical to /dev/null: a device file for the fake GPU
+    render_config > "$CONF"
     echo "Name=gpu File=$STATE/gpu0" > /etc/slurm/gres.conf
 }
 
@@ -75,6 +84,10 @@ start() {
     [ "$(id -u)" = 0 ] || { echo "local-cluster.sh: needs root" >&2; exit 1; }
     install_packages
     start_munge
+    if running "$STATE/slurmctld.pid" && running "$STATE/slurmd.pid" && [ "$(render_config)" != "$(cat "$CONF")" ]; then
+        echo "local-cluster.sh: $CONF is out of date: rewriting it and restarting the daemons" >&2
+        stop_daemons
+    fi
     if ! running "$STATE/slurmctld.pid" || ! running "$STATE/slurmd.pid"; then
         write_config
         running "$STATE/slurmctld.pid" || slurmctld
@@ -92,13 +105,21 @@ start() {
     exit 1
 }
 
-stop() {
-    for pid in "$STATE/slurmd.pid" "$STATE/slurmctld.pid" /run/munge/munged.pid; do
+stop_pids() {
+    local pid
+    for pid in "$@"; do
         if running "$pid"; then
             kill "$(cat "$pid")"
         fi
     done
+    for pid in "$@"; do  # until they are gone, so that a start right after finds none
+        for _ in $(seq 50); do running "$pid" || break; sleep 0.2; done
+    done
 }
+
+stop_daemons() { stop_pids "$STATE/slurmd.pid" "$STATE/slurmctld.pid"; }
+
+stop() { stop_pids "$STATE/slurmd.pid" "$STATE/slurmctld.pid" /run/munge/munged.pid; }
 
 case "${1:-}" in
     start) start ;;
