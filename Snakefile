@@ -20,6 +20,15 @@ include: "workflow/rules/verify.smk"
 include: "workflow/rules/report.smk"
 
 
+onerror:
+    # a SLURM job killed over its runtime or memory: name the rule's resource key to raise, not only SLURM's state
+    from snakemake.logging import logger
+    from pipeline_lib.engines.slurm_faults import explain
+
+    for line in explain(log):
+        logger.error(line)
+
+
 rule all:
     default_target: True
     input:
