@@ -1,14 +1,17 @@
 """Shared set-up: subprocesses (Snakemake, DVC, the stage CLI) resolve `python` to this interpreter, the
-smoke preset runs once per test session and engine (`smoke_runs`), and the tests are grouped for two workers.
+smoke preset runs once per test session and engine (`smoke_runs`), and tests are grouped for two workers.
 
 `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): most tests use one thread, and the
-workflow tests wait on subprocesses and on SLURM, so one worker alone leaves a core idle. Grouping keeps each
-piece of shared work in one worker: a module's tests stay together (its module-scoped fixtures are built
-once), and every test that reads the session's smoke runs or uses the SLURM cluster goes to one group, so the
-smoke preset runs once and no two tests disturb the cluster at the same time. A test's bytes do not depend on
-the other worker: every job's thread count is fixed by params."""
+workflow tests wait on subprocesses and on SLURM, so one worker alone leaves a core idle. The groups keep
+shared work from being done twice or disturbed: a module whose tests share a module-scoped fixture stays in
+one worker (the fixture is built once); every SLURM test goes to one worker (the cluster has one node, and a
+test drains it); the smoke runs are made once for both workers, under a file lock, in the session's shared
+directory. A test's bytes do not depend on the other worker: every job's thread count is fixed by params.
+"""
 
 import concurrent.futures
+import fcntl
+import json
 import os
 import sys
 from pathlib import Path
@@ -21,14 +24,17 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PAT
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
-#: the group of every test that reads the session's smoke runs or submits to the local SLURM cluster
-SHARED_GROUP = "smoke-and-slurm"
+def _shares_a_module_fixture(item) -> bool:
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    return any(d.scope in ("module", "class", "package") for chain in defs.values() for d in chain)
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        shared = "smoke_runs" in getattr(item, "fixturenames", ()) or item.get_closest_marker("slurm")
-        item.add_marker(pytest.mark.xdist_group(SHARED_GROUP if shared else item.module.__name__))
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif _shares_a_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +44,7 @@ def one_torch_thread():
         yield
 
 
-@pytest.fixture(scope="session")
-def smoke_runs(tmp_path_factory):
-    """The smoke preset run once by each engine, side by side: Snakemake in one project copy, `dvc repro` in a
-    git repository of another. Tests read these runs; a test that changes a run works on its own copy
-    (`helpers.copy_run`), so no test depends on another's order or leftovers."""
-    base = tmp_path_factory.mktemp("smoke")
+def _run_smoke(base: Path) -> dict[str, str]:
     smk = make_project(base / "snakemake")
     dvc = make_project(base / "dvc")
     init_dvc_repo(dvc)
@@ -51,4 +52,21 @@ def smoke_runs(tmp_path_factory):
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         smk_log = pool.submit(run, ["snakemake", "--profile", "profiles/local"], smk)
         dvc_log = pool.submit(run, ["dvc", "repro"], dvc)
-        return {"smk": smk, "smk_log": smk_log.result(), "dvc": dvc, "dvc_log": dvc_log.result()}
+        return {"smk_log": smk_log.result(), "dvc_log": dvc_log.result()}
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory):
+    """The smoke preset run once by each engine, side by side: Snakemake in one project copy, `dvc repro` in a
+    git repository of another. Tests read these runs; a test that changes a run works on its own copy
+    (`helpers.copy_run`), so no test depends on another's order or leftovers. Under xdist the first worker
+    to need them makes them in the directory both workers share; the other waits on the lock and reads them."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    shared = tmp_path_factory.getbasetemp().parent if worker else tmp_path_factory.getbasetemp()
+    base, logs = shared / "smoke", shared / "smoke" / "logs.json"
+    with open(shared / "smoke.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if a worker dies
+        if not logs.is_file():
+            base.mkdir(exist_ok=True)
+            logs.write_text(json.dumps(_run_smoke(base)))
+    return {"smk": base / "snakemake", "dvc": base / "dvc", **json.loads(logs.read_text())}
