@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 
+from ..report.summary import summary_files
 from ..runtime.atomic import write_text
 from ..runtime.errors import DataError
 
@@ -57,13 +58,14 @@ def prepare(project: Path, dest: Path, params: dict[str, Any], seed: int) -> Pat
     return dest
 
 
-def run_copy(dest: Path) -> None:
-    """Snakemake on the copy, with the copy's code; its log is kept in the copy."""
+def run_copy(dest: Path, targets: list[str]) -> None:
+    """Snakemake on the copy, with the copy's code, up to `targets` (the summaries: the verification checks
+    and the report are not part of the spread); its log is kept in the copy."""
     env = {**os.environ, "PYTHONPATH": str(dest / "src")}
     log = dest / "pretrain-spread.log"
-    with log.open("w") as out:
-        done = subprocess.run([shutil.which("snakemake") or "snakemake", "--profile", "profiles/local"], cwd=dest,
-                              env=env, stdout=out, stderr=subprocess.STDOUT)
+    with log.open("a") as out:
+        done = subprocess.run([shutil.which("snakemake") or "snakemake", "--profile", "profiles/local", *targets],
+                              cwd=dest, env=env, stdout=out, stderr=subprocess.STDOUT)
     if done.returncode:
         raise DataError(f"the run with pretrain_seed in {dest} failed; see {log}")
 
@@ -116,7 +118,7 @@ def main(params: dict[str, Any], seeds: list[int], workdir: Path, project: Path 
         if not dest.exists():  # an existing copy is resumed: Snakemake runs only what it lacks
             prepare(project, dest, params, seed)
         LOG.info("pretrain_seed %d: running the experiment in %s", seed, dest)
-        run_copy(dest)
+        run_copy(dest, summary_files(params))
         for task in params["tasks"]:
             summaries[task][seed] = json.loads((dest / "metrics" / params["dataset"] / f"{task}.json").read_text())
     written = None
