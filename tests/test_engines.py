@@ -306,11 +306,30 @@ def test_one_family_runs_on_a_real_slurm_cluster_as_it_runs_locally(engines, tmp
         params = yaml.safe_load((root / "params.yaml").read_text())
         params["models"] = ["vqgan"]
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        # the run plan first: its resources file is what the rules ask SLURM for (tests/test_plan.py)
+        run(["python", "-m", "pipeline_lib", "plan"], root)
+        resources = yaml.safe_load((root / "profiles/slurm/planned-resources.yaml").read_text())["resources"]
         planned = snakemake_jobs(run(["snakemake", "--profile", "profiles/local", "-n"], root))
         assert planned == snakemake_jobs(engines["smk_log"])  # every rule kind the local smoke run ran
         log = run(["snakemake", "--profile", "profiles/slurm", "--slurm-status-command", "squeue",
                    "--slurm-init-seconds-before-status-checks", "2"], root)
         submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", log)
+        # what SLURM received, per job (scontrol keeps finished jobs for MinJobAge = 600 s): the plan's
+        # runtime, memory and GPUs for the job's rule and family; a rule that runs no network asks no GPU
+        received, wanted = {}, {}
+        for jobid in submitted:
+            info = subprocess.run(["scontrol", "show", "job", jobid], capture_output=True, text=True).stdout
+            rule = re.search(r"Comment=rule_(.+?)(?:_wildcards_|\s)", info).group(1)
+            h, m, _ = re.search(r"TimeLimit=(?:(\d+)-)?(\d+:\d+:\d+)", info).group(2).split(":")
+            mem, unit = re.search(r"MinMemoryNode=(\d+)([MG])", info).groups()
+            gpus = re.search(r"gres/gpu[:=](\d+)", info)
+            received[jobid] = {"rule": rule, "runtime": int(h) * 60 + int(m),
+                               "mem_mb": int(mem) * (1024 if unit == "G" else 1), "gpu": int(gpus.group(1)) if gpus else 0}
+            entries = resources[rule]
+            wanted[jobid] = {"rule": rule, **entries.get("vqgan", entries.get("_"))}
+        assert received == wanted
+        assert {r["rule"] for r in received.values() if r["gpu"]} == {"pretrain_part", "pretrain", "extractor",
+                                                                        "unlearn", "generate"}
         # every job went through sbatch: as many submissions as there are commands (data, split, tokenizer,
         # pre-training, extractor, reference, noise, unlearning, 2 generate, 2 metrics, summary, report)
         assert len(submitted) == len(snakemake_commands(log)) == 14, log[-3000:]

@@ -43,6 +43,7 @@ STAGES = {
     "adopt": ("team:adopt", []),
     "pretrain-spread": ("team:pretrain_spread", ["seeds*", "workdir?"]),
     "docs": ("report:docs", []),
+    "plan": ("plan:plan", ["device?", "out?"]),
     "verify-probe": ("verify:verify_probe", ["checkpoint", "data_dir", "splits", "out"]),
     "verify-sweep": ("verify:verify_sweep", ["checkpoint", "data_dir", "splits", "extractor", "out"]),
     "verify-relearn": ("verify:verify_relearn", ["checkpoint", "original", "data_dir", "splits", "extractor", "out"]),

@@ -1,3 +1,6 @@
+import sys
+from pathlib import Path
+
 from snakemake.exceptions import WorkflowError
 
 from pipeline_lib.params.grid import (
@@ -29,6 +32,7 @@ from pipeline_lib.params.paths import (
     set_roots,
 )
 from pipeline_lib.runtime.provenance import code_version
+from pipeline_lib.engines.plan import RESOURCES_FILE, params_digest
 from pipeline_lib.params.sets import set_settings
 from pipeline_lib.report.summary import summary_files
 from pipeline_lib.params.verify import (
@@ -57,10 +61,47 @@ def family_gpus(wildcards):
     return config["model"][wildcards.model].get("gpus", 1)
 
 
+def planned_resources():
+    """{rule: {family or "_": {runtime, mem_mb, gpu}}} that `python -m pipeline_lib plan` wrote for these very
+    params (profiles/slurm/planned-resources.yaml); empty without a plan, or with one planned for other params."""
+    path = Path(RESOURCES_FILE)
+    if not path.is_file():
+        return {}
+    doc = read_yaml(path.read_text()) or {}
+    if doc.get("params_sha256") != params_digest(config):
+        print(f"{RESOURCES_FILE} was planned for other params: ignored (the rules' own resources apply); "
+              "run `python -m pipeline_lib plan` again", file=sys.stderr)
+        return {}
+    return doc.get("resources") or {}
+
+
+PLANNED = planned_resources()
+
+
+def planned(rule, key, default):
+    """A resource of `rule`'s job: the plan's for the job's family (or the rule's "_" entry), else `default` (a
+    value, or a function of the wildcards). With a plan, a job that runs no network on a GPU asks gpu=0."""
+
+    def resource(wildcards):
+        entries = PLANNED.get(rule, {})
+        entry = entries.get(getattr(wildcards, "model", None) or "_", entries.get("_"))
+        if entry is not None and key in entry:
+            return entry[key]
+        return default(wildcards) if callable(default) else default
+
+    return resource
+
+
 def per_gpu(mem_mb):
     """A multi-GPU rule's memory: `mem_mb` for each of its torchrun processes (one per GPU, each with its own
     model copy and loader workers); a one-GPU job asks `mem_mb` as before."""
     return lambda wildcards: mem_mb * family_gpus(wildcards)
+
+
+def gpu_cpus(rule):
+    """cpus_per_gpu of a rule's job, 0 (SLURM's --cpus-per-task instead) when the plan gives it no GPU."""
+    gpus = planned(rule, "gpu", 1)
+    return lambda wildcards: cpus_per_gpu(wildcards) if gpus(wildcards) else 0
 
 
 #: the pipeline's cap on DataLoader workers per process (pipeline_lib.data.streaming.configure)

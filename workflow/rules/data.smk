@@ -8,8 +8,8 @@ rule data:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=planned("data", "mem_mb", 2000),
+        runtime=planned("data", "runtime", 30),
     params:
         data=config["data"],
     shell:
@@ -28,8 +28,8 @@ rule splits:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=planned("splits", "mem_mb", 2000),
+        runtime=planned("splits", "runtime", 10),
     params:
         set=lambda w: set_arg(set_of(w.scope)),
         splits=lambda w: set_settings(config, set_of(w.scope)),
@@ -51,8 +51,8 @@ rule noise:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=planned("noise", "mem_mb", 4000),
+        runtime=planned("noise", "runtime", 30),
     params:
         noise=config["noise"],
         data=config["data"],

@@ -12,8 +12,8 @@ rule reference:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=planned("reference", "mem_mb", 4000),
+        runtime=planned("reference", "runtime", 30),
     params:
         data=config["data"],
     shell:
@@ -37,11 +37,11 @@ rule generate:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        gpu=family_gpus,
+        gpu=planned("generate", "gpu", family_gpus),
         nodes=1,
-        cpus_per_gpu=cpus_per_gpu,
-        mem_mb=per_gpu(4000),
-        runtime=60,
+        cpus_per_gpu=gpu_cpus("generate"),
+        mem_mb=planned("generate", "mem_mb", per_gpu(4000)),
+        runtime=planned("generate", "runtime", 60),
     params:
         task=lambda w: config["task"][w.task],
         sampling=lambda w: config["model"][w.model].get("sampling", {}),
@@ -67,11 +67,11 @@ rule crossval:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        gpu=family_gpus,
+        gpu=planned("crossval", "gpu", family_gpus),
         nodes=1,
-        cpus_per_gpu=cpus_per_gpu,
-        mem_mb=per_gpu(4000),
-        runtime=60,
+        cpus_per_gpu=gpu_cpus("crossval"),
+        mem_mb=planned("crossval", "mem_mb", per_gpu(4000)),
+        runtime=planned("crossval", "runtime", 60),
     params:
         crossval=config.get("crossval"),
         tasks=lambda w: [config["task"][t] for t in config["crossval"].values()],
@@ -96,8 +96,8 @@ rule weights:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=1000,
-        runtime=60,
+        mem_mb=planned("weights", "mem_mb", 1000),
+        runtime=planned("weights", "runtime", 60),
     params:
         url=lambda w: config["metrics"][w.kind]["url"],
         sha256=lambda w: config["metrics"][w.kind]["sha256"],
@@ -121,8 +121,8 @@ rule metrics:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=planned("metrics", "mem_mb", 4000),
+        runtime=planned("metrics", "runtime", 30),
     params:
         metrics=config["metrics"],
         seed=config["seed"],

@@ -13,9 +13,9 @@ rule pretrain_part:
         "../envs/pipeline.yaml"
     threads: 2
     resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=240,
+        gpu=planned("pretrain_part", "gpu", 1),
+        mem_mb=planned("pretrain_part", "mem_mb", 8000),
+        runtime=planned("pretrain_part", "runtime", 240),
     params:
         code=code_version("models", "training/trainer.py"),
         part=lambda w: part_keys(config, w.model, w.part),
@@ -40,11 +40,11 @@ rule pretrain:
         "../envs/pipeline.yaml"
     threads: 2
     resources:
-        gpu=family_gpus,
+        gpu=planned("pretrain", "gpu", family_gpus),
         nodes=1,
-        cpus_per_gpu=cpus_per_gpu,
-        mem_mb=per_gpu(8000),
-        runtime=240,
+        cpus_per_gpu=gpu_cpus("pretrain"),
+        mem_mb=planned("pretrain", "mem_mb", per_gpu(8000)),
+        runtime=planned("pretrain", "runtime", 240),
     params:
         code=code_version("models", "training/trainer.py"),
         parts=lambda w: pretrain_part_args(config, w.model),
@@ -70,11 +70,11 @@ rule retrain:
         "../envs/pipeline.yaml"
     threads: 2
     resources:
-        gpu=family_gpus,
+        gpu=planned("retrain", "gpu", family_gpus),
         nodes=1,
-        cpus_per_gpu=cpus_per_gpu,
-        mem_mb=per_gpu(8000),
-        runtime=240,
+        cpus_per_gpu=gpu_cpus("retrain"),
+        mem_mb=planned("retrain", "mem_mb", per_gpu(8000)),
+        runtime=planned("retrain", "runtime", 240),
     params:
         code=code_version("models", "training/trainer.py"),
         parts=lambda w: part_args(w.dataset, w.model),
@@ -99,9 +99,9 @@ rule extractor:
         "../envs/pipeline.yaml"
     threads: 2
     resources:
-        gpu=1,
-        mem_mb=4000,
-        runtime=60,
+        gpu=planned("extractor", "gpu", 1),
+        mem_mb=planned("extractor", "mem_mb", 4000),
+        runtime=planned("extractor", "runtime", 60),
     params:
         code=code_version("evaluation/extractor.py"),
         extractor=config["extractor"],

@@ -19,8 +19,8 @@ rule aggregate:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=planned("aggregate", "mem_mb", 4000),
+        runtime=planned("aggregate", "runtime", 20),
     params:
         tasks=config["tasks"],
         models=config["models"],
@@ -45,8 +45,8 @@ rule summary:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=planned("summary", "mem_mb", 1000),
+        runtime=planned("summary", "runtime", 10),
     params:
         tasks=config["tasks"],
         models=config["models"],

@@ -20,11 +20,11 @@ rule unlearn:
         "../envs/pipeline.yaml"
     threads: 2
     resources:
-        gpu=family_gpus,
+        gpu=planned("unlearn", "gpu", family_gpus),
         nodes=1,
-        cpus_per_gpu=cpus_per_gpu,
-        mem_mb=per_gpu(8000),
-        runtime=240,
+        cpus_per_gpu=gpu_cpus("unlearn"),
+        mem_mb=planned("unlearn", "mem_mb", per_gpu(8000)),
+        runtime=planned("unlearn", "runtime", 240),
     params:
         anchors=lambda w: anchor_args(w.dataset + w.scope, w.model, w.method, w.variant),
         method=lambda w: method_settings(config, w.method, w.model),

@@ -17,9 +17,9 @@ rule verify_probe:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        gpu=1,
-        mem_mb=4000,
-        runtime=60,
+        gpu=planned("verify_probe", "gpu", 1),
+        mem_mb=planned("verify_probe", "mem_mb", 4000),
+        runtime=planned("verify_probe", "runtime", 60),
     params:
         verify=verify_params("probe"),
     shell:
@@ -42,9 +42,9 @@ rule verify_sweep:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        gpu=1,
-        mem_mb=4000,
-        runtime=60,
+        gpu=planned("verify_sweep", "gpu", 1),
+        mem_mb=planned("verify_sweep", "mem_mb", 4000),
+        runtime=planned("verify_sweep", "runtime", 60),
     params:
         verify=verify_params("sweep"),
     shell:
@@ -69,9 +69,9 @@ rule verify_relearn:
         "../envs/pipeline.yaml"
     threads: 2
     resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=120,
+        gpu=planned("verify_relearn", "gpu", 1),
+        mem_mb=planned("verify_relearn", "mem_mb", 8000),
+        runtime=planned("verify_relearn", "runtime", 120),
     params:
         verify=verify_params("relearn"),
         model=lambda w: config["model"][w.model]["pretrain"].get(
@@ -97,9 +97,9 @@ rule verify_membership:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        gpu=1,
-        mem_mb=4000,
-        runtime=60,
+        gpu=planned("verify_membership", "gpu", 1),
+        mem_mb=planned("verify_membership", "mem_mb", 4000),
+        runtime=planned("verify_membership", "runtime", 60),
     params:
         verify=verify_params("membership"),
         model=lambda w: {

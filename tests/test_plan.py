@@ -1,0 +1,111 @@
+"""`python -m pipeline_lib plan`: the run plan's estimates against a real run, its SLURM resources, every preset.
+
+The SLURM side (the local cluster receives the planned resources) is checked in
+tests/test_engines.py::test_one_family_runs_on_a_real_slurm_cluster_as_it_runs_locally, which already submits a
+real DAG.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import REPO_ROOT
+from pipeline_lib.engines import plan
+from pipeline_lib.params.load import load_params
+from pipeline_lib.report.timings import timing_table
+
+#: the smoke run's rules with a Snakemake benchmark file (each job's wall and CPU seconds, from its start); the
+#: cached model rules (pretrain, pretrain_part, extractor) write none, and their log spans leave out the start-up
+COMPARED = {"data", "splits", "noise", "reference", "unlearn", "generate", "metrics", "aggregate"}
+
+
+@pytest.mark.engine
+def test_the_plans_cpu_estimates_lie_within_2x_of_the_smoke_runs_job_times(smoke_runs):
+    """Per benchmarked rule, summed over its jobs: the CPU plan's estimate against the CPU seconds Snakemake's
+    benchmark measured in the session's smoke run. CPU seconds, not wall: the smoke run shares two cores with the
+    DVC run beside it (and whatever else the machine runs), so its wall times mostly measure waiting, while the
+    plan estimates a job on cores of its own (as SLURM allocates them), where wall equals CPU time for these
+    one-core-busy stages. The plan's constants are params defaults measured on the quiet default run
+    (docs/experiments/feedback-loops.md), not fitted to this run."""
+    root = smoke_runs["smk"]
+    planned = plan.plan_jobs(load_params(root / "params.yaml"), "cpu", root)
+    table = timing_table(root / "benchmarks", root / "logs")
+    table = table[table["stage"].isin(COMPARED)]
+    assert set(table["stage"]) == COMPARED
+    measured = table.groupby("stage")["cpu s"].sum()
+    jobs = table.groupby("stage").size()
+    estimated = {r["rule"]: r for r in plan.rule_table(planned)}
+    report = {rule: (round(estimated[rule]["seconds"], 1), round(float(measured[rule]), 1)) for rule in COMPARED}
+    assert {rule: estimated[rule]["jobs"] for rule in COMPARED} == jobs.to_dict()  # the plan's DAG is the run's
+    outside = {rule: v for rule, v in report.items() if not v[0] / 2 <= v[1] <= v[0] * 2}
+    assert outside == {}, f"(estimated s, measured CPU s) per rule: {report}"
+
+
+def _class_folder_root(params: dict, tmp_path: Path) -> str:
+    """An empty class-folder tree with the classes params name (what the params checks look for)."""
+    root = tmp_path / "tree"
+    s = params["splits"]
+    named = [c for key in ("forget", "retain", "proxy") if isinstance(s.get(key), list) for c in s[key]]
+    for c in named:
+        for part in ("train", "val"):
+            (root / part / c).mkdir(parents=True, exist_ok=True)
+    return str(root)
+
+
+def test_every_preset_has_a_plan_and_no_job_asks_for_a_gpu_it_does_not_use(tmp_path):
+    """Each preset through the params checks and the plan (class-folder presets on an empty tree of their
+    classes): every rule of its DAG gets a row and resources, a job that runs no network (or downloads a
+    published checkpoint) asks no GPU, a network job asks its family's GPU count, and every runtime covers the
+    estimate with the margin."""
+    presets = sorted((REPO_ROOT / "presets").glob("*.yaml"))
+    assert len(presets) >= 9
+    for preset in presets:
+        params = yaml.safe_load(preset.read_text())
+        if params["data"].get("kind") == "image_folder":
+            params["data"]["root"] = _class_folder_root(params, tmp_path)
+        path = tmp_path / f"{preset.stem}.yaml"
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        params = load_params(path)
+        planned = plan.plan_jobs(params, None, REPO_ROOT)
+        text = plan.render(planned)
+        rules = {job.rule for job in planned["jobs"]}
+        assert all(f"| {rule} |" in text for rule in rules), preset.stem
+        assert "GPU-hours" in text
+        written = yaml.safe_load(plan.write_resources(params, planned, tmp_path / f"{preset.stem}-res.yaml").read_text())
+        assert written["params_sha256"] == plan.params_digest(params)
+        assert set(written["resources"]) == rules
+        for job in planned["jobs"]:
+            asked = written["resources"][job.rule][job.family if job.family and job.rule not in ("metrics", "reference")
+                                                   else "_"]
+            if job.rule not in plan.NETWORK_RULES or (job.rule == "pretrain" and params["model"][job.family]["checkpoint"]):
+                assert asked["gpu"] == 0, (preset.stem, job.name)
+            elif job.rule != "extractor":
+                assert asked["gpu"] == params["model"][job.family].get("gpus", 1), (preset.stem, job.name)
+            assert asked["runtime"] * 60 >= planned["settings"]["margin"] * job.seconds
+            assert asked["mem_mb"] >= job.host_mb
+    # the paper presets run networks on GPUs: their plan has GPU-hours and GPU memory
+    paper = load_params(tmp_path / "places365.yaml")
+    planned = plan.plan_jobs(paper, None, REPO_ROOT)
+    assert plan.totals(planned)["gpu_hours"] > 0
+    assert max(job.device_mb for job in planned["jobs"]) > 10 * 1024  # Palette's 256 px U-Net: GiBs a GPU
+
+
+def test_the_plan_command_prints_the_table_and_writes_what_the_workflow_reads(tmp_path):
+    """The CLI on the smoke preset with the CPU as device, and `--device` refusing a typo by naming the key."""
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO_ROOT / "presets/smoke.yaml").read_text())
+    out = tmp_path / "planned.yaml"
+    done = subprocess.run([sys.executable, "-m", "pipeline_lib", "plan", "--params", str(params), "--device", "cpu",
+                           "--out", str(out)], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| unlearn | 4 |" in done.stdout and "2-core" in done.stdout
+    assert all(r["gpu"] == 0 for entries in yaml.safe_load(out.read_text())["resources"].values()
+               for r in entries.values())
+    bad = subprocess.run([sys.executable, "-m", "pipeline_lib", "plan", "--params", str(params), "--device", "tpu",
+                          "--out", str(out)], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert bad.returncode == 1 and "plan.device" in bad.stderr
