@@ -7,6 +7,7 @@ real DAG.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,28 @@ def test_the_plan_command_prints_the_table_and_writes_what_the_workflow_reads(tm
     bad = subprocess.run([sys.executable, "-m", "pipeline_lib", "plan", "--params", str(params), "--device", "tpu",
                           "--out", str(out)], capture_output=True, text=True, cwd=REPO_ROOT)
     assert bad.returncode == 1 and "plan.device" in bad.stderr
+
+
+def test_a_rehearsals_measured_throughput_replaces_the_flop_estimate(tmp_path):
+    """With `plan.rehearsal` naming a measured run (bench/rehearsal.py's json), a rule it measured is estimated
+    from its images/s (its family's where recorded) and its peak memory; a `--tiny` rehearsal (small models at
+    32 px) is ignored, and a CPU rehearsal does not stand for GPU jobs."""
+    params = yaml.safe_load((REPO_ROOT / "presets/smoke.yaml").read_text())
+    measured = {"machine": {"device": "cuda", "gpu": "NVIDIA H200"}, "tiny": False,
+                "stages": {"unlearn": {"images_per_s": 10.0, "max_rss_mb": 5000.0,
+                                       "models": {"mae": {"images_per_s": 40.0}}}}}
+    file = tmp_path / "rehearsal.json"
+    file.write_text(json.dumps(measured))
+    params["plan"] = {"rehearsal": str(file)}
+    planned = plan.plan_jobs(params, "gpu", REPO_ROOT)
+    startup = planned["settings"]["startup_s"]
+    unlearn = [j for j in planned["jobs"] if j.rule == "unlearn"]
+    for job in unlearn:
+        rate = 40.0 if job.family == "mae" else 10.0
+        assert job.seconds == pytest.approx(startup + job.images / rate)
+        assert job.host_mb >= 5000.0
+    assert "rehearsal.json" in planned["device_name"]
+    for changed in ({"tiny": True}, {"machine": {"device": "cpu"}}):
+        file.write_text(json.dumps({**measured, **changed}))
+        again = {j.name: j.seconds for j in plan.plan_jobs(params, "gpu", REPO_ROOT)["jobs"]}
+        assert all(again[j.name] < startup + j.images / 40.0 for j in unlearn)

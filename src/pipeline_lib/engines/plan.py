@@ -210,7 +210,7 @@ def _cost(params: dict[str, Any], plan: dict[str, Any], stage: dvc_yaml.Stage) -
         cost, check = family_cost(params, family), rule.removeprefix("verify_")
         s = verify_settings(params, family, check)
         if check == "probe":
-            images = (s["train_per_class"] + s["test_per_class"]) * (n_forget + n_retain)
+            images = (s["train_per_class"] + s["test_per_class"]) * n_classes  # every class (the probe's fit is not counted)
             flops = images * cost.encode_flops
         elif check == "sweep":
             images = s["images"] * len(s["masks"]) * len(s["seeds"]) * 2
@@ -249,7 +249,21 @@ def rehearsal(params: dict[str, Any], plan: dict[str, Any], root: Path) -> tuple
         path = root / "bench" / "rehearsal" / f"{name}.json" if name else None
         if path is None or not path.is_file():
             return None, {}
-    return path, json.loads(path.read_text())
+    measured = json.loads(path.read_text())
+    if measured.get("tiny"):  # small models at 32 px: the wiring's timings, not the preset's
+        return None, {}
+    return path, measured
+
+
+def _measured_rate(measured: dict[str, Any], job: Job, on_gpu: bool) -> float | None:
+    """The rehearsal's images/s for this job (its family's where recorded), when it ran where the job will: a
+    GPU job on a CUDA rehearsal, a CPU job's rule without a network on any, a network on the CPU on a CPU one."""
+    device = (measured.get("machine") or {}).get("device")
+    if on_gpu != (device == "cuda") and (on_gpu or job.rule in NETWORK_RULES):
+        return None
+    entry = (measured.get("stages") or {}).get(job.rule) or {}
+    entry = (entry.get("models") or {}).get(job.family or "", entry)
+    return entry.get("images_per_s") or None
 
 
 def _precision(params: dict[str, Any]) -> str:
@@ -277,7 +291,7 @@ def plan_jobs(params: dict[str, Any], device: str | None = None, root: str | Pat
     kind = device or plan["device"] or ("cpu" if params["runtime"]["device"] == "cpu" else "gpu")
     if kind not in ("cpu", "gpu"):
         raise ParamsError(f"params key 'plan.device' (or --device): '{kind}' is neither cpu nor gpu")
-    source, measured = rehearsal(params, plan, root) if kind == "gpu" else (None, {})
+    source, measured = rehearsal(params, plan, root)
     rates = {"cpu": device_rate(plan, "cpu", "fp32"), "gpu": device_rate(plan, "gpu", _precision(params))}
     jobs = []
     for stage in dvc_yaml.stages(params):
@@ -286,8 +300,9 @@ def plan_jobs(params: dict[str, Any], device: str | None = None, root: str | Pat
         on_gpu = job.network and kind == "gpu"
         job.gpus = family_gpus(params, job.family) if on_gpu and job.rule not in ("extractor",) else int(on_gpu)
         rule_measured = (measured.get("stages") or {}).get(job.rule) or {}
-        if rule_measured.get("images_per_s") and job.images:
-            compute = job.images / (rule_measured["images_per_s"] * job.gpus)
+        rate = _measured_rate(measured, job, on_gpu) if job.images else None
+        if rate:  # measured on one GPU (or the CPU) with its start-up inside: spread over the job's GPUs
+            compute = job.images / (rate * max(job.gpus, 1))
         else:
             compute = job.flops / (rates["gpu" if on_gpu else "cpu"] * max(job.gpus, 1))
         if job.rule == "aggregate":
