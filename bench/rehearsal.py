@@ -403,6 +403,17 @@ def _entry(jobs: int, rows: list[dict], images: dict[str, int], per_image: dict[
             "images_per_s": round(n / wall, 4) if n and wall else None}
 
 
+def note_chains(stages: dict, params: dict, preset: dict) -> None:
+    """Where the overlay shortened a family's sampling chain, its generate entry says by how much
+    (`sampling_steps` as run, `preset_sampling_steps`): its FLOPs per image and images/s are the short chain's,
+    and a chain's cost is its steps times the cost of one (the same network at every step)."""
+    for family, entry in stages.get("generate", {}).get("models", {}).items():
+        ran = params["model"][family].get("sampling", {}).get("steps")
+        planned = preset["model"][family].get("sampling", {}).get("steps")
+        if ran is not None:
+            entry.update({"sampling_steps": ran, "preset_sampling_steps": planned})
+
+
 def add_mfu(stages: dict, peak_flops: float) -> None:
     """MFU = achieved FLOP/s (FLOPs per image x images / the job's wall time, so a lower bound: loading and
     writing count as time) over the device's peak, for the training and sampling rules."""
@@ -490,16 +501,26 @@ def render_docs(bench_dir: Path = BENCH) -> str:
              "or the metric networks on a reconstruction and its ground truth; matmuls, convolutions and "
              "attention). See [paper-scale.md](paper-scale.md).",
              ""]
-    for path in sorted(bench_dir.glob("*.json")):
+    recorded = sorted(bench_dir.glob("*.json"))
+    if not recorded:
+        parts += ["No rehearsal is recorded yet: `python bench/rehearsal.py --preset imagenet` (then `places365`) "
+                  "writes `bench/rehearsal/<preset>.json` and this page.", ""]
+    for path in recorded:
         result = json.loads(path.read_text())
         m = result["machine"]
         where = (f"{m.get('gpu')} ({m.get('dtype')}, peak {m.get('peak_tflops')} TFLOP/s)" if m.get("device") == "cuda"
                  else f"{m['cpu']}, {m['cpus']} CPUs, {m['torch_threads']} torch threads")
         parts += [f"## {result['preset']}", "",
                   f"`{result['command']}` on {result['date']} at commit {result['commit'][:10]}: {where}, "
-                  f"{m['memory_gb']} GB memory, torch {m['torch']}, load average {m['load_average'][0]} at the "
-                  f"start; the DAG took {result['dag_wall_s']:,.0f} s.", "",
+                  f"{m['memory_gb']} GB memory (shared), torch {m['torch']}, load average "
+                  f"{m['load_average'][0]} at the start and {m.get('load_average_end', ['?'])[0]} at the end; "
+                  f"jobs ran one at a time, the DAG in {result['dag_wall_s']:,.0f} s.", "",
                   markdown_table(result), ""]
+        for family, e in result["stages"].get("generate", {}).get("models", {}).items():
+            ran, planned = e.get("sampling_steps"), e.get("preset_sampling_steps")
+            if ran and planned and ran != planned:
+                parts += [f"`generate / {family}` sampled a {ran}-step chain; the preset samples {planned} steps of "
+                          f"the same network, {planned / ran:g} times its FLOPs and time per image.", ""]
     return "\n".join(parts)
 
 
@@ -541,6 +562,7 @@ def rehearse(preset: str, tiny: bool, workdir: Path, weights_dir: Path, out: Pat
     finally:
         os.chdir(cwd)
     stages = stage_table(root, params, jobs, monitored, flops)
+    note_chains(stages, params, yaml.safe_load((REPO / "presets" / f"{preset}.yaml").read_text()))
     peak = None
     if device == "cuda":
         peak = peak_tflops_for(torch.cuda.get_device_name(0), peak_tflops)
