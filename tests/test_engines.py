@@ -322,7 +322,7 @@ def test_one_family_runs_on_a_real_slurm_cluster_as_it_runs_locally(engines, tmp
             rule = re.search(r"Comment=rule_(.+?)(?:_wildcards_|\s)", info).group(1)
             h, m, _ = re.search(r"TimeLimit=(?:(\d+)-)?(\d+:\d+:\d+)", info).group(2).split(":")
             mem, unit = re.search(r"MinMemoryNode=(\d+)([MG])", info).groups()
-            gpus = re.search(r"gres/gpu[:=](\d+)", info)
+            gpus = re.search(r"gres[/:]gpu[:=](\d+)", info)  # TresPerJob=gres:gpu:1 (gres/gpu=1 in TRES)
             received[jobid] = {"rule": rule, "runtime": int(h) * 60 + int(m),
                                "mem_mb": int(mem) * (1024 if unit == "G" else 1), "gpu": int(gpus.group(1)) if gpus else 0}
             entries = resources[rule]
