@@ -550,27 +550,40 @@ def rehearse(preset: str, tiny: bool, workdir: Path, weights_dir: Path, out: Pat
         jobs = planned_jobs(root)
         print(f"{sum(jobs.values())} jobs: {jobs}", flush=True)
         dag_wall, monitored = run_dag(root, list(jobs))
+    record = {"preset": preset, "tiny": tiny, "command": command, "device": device, "peak_tflops": peak_tflops,
+              "load_average": load_start, "date": datetime.date.today().isoformat(), "commit": _commit(),
+              "jobs": jobs, "dag_wall_s": round(dag_wall, 1), "monitored": monitored}
+    (workdir / "run.json").write_text(json.dumps(record, indent=2))  # what --collect needs, kept with the run
     print(f"DAG done in {dag_wall:.0f} s; counting FLOPs", flush=True)
+    return collect(workdir, out)
+
+
+def collect(workdir: Path, out: Path | None) -> dict:
+    """The json of a finished run in `workdir` (its run.json and project): FLOPs counted, stages tabulated."""
+    import torch
     from pipeline_lib.params.load import load_params
 
     import rehearsal_flops
 
+    record = json.loads((workdir / "run.json").read_text())
+    root = workdir / "project"
+    params = yaml.safe_load((root / "params.yaml").read_text())
     cwd = os.getcwd()
     os.chdir(root)
     try:
         flops = rehearsal_flops.per_family(load_params(root / "params.yaml"), root, params["dataset"])
     finally:
         os.chdir(cwd)
-    stages = stage_table(root, params, jobs, monitored, flops)
-    note_chains(stages, params, yaml.safe_load((REPO / "presets" / f"{preset}.yaml").read_text()))
+    stages = stage_table(root, params, record["jobs"], record["monitored"], flops)
+    note_chains(stages, params, yaml.safe_load((REPO / "presets" / f"{record['preset']}.yaml").read_text()))
     peak = None
-    if device == "cuda":
-        peak = peak_tflops_for(torch.cuda.get_device_name(0), peak_tflops)
+    if record["device"] == "cuda":
+        peak = peak_tflops_for(torch.cuda.get_device_name(0), record["peak_tflops"])
         add_mfu(stages, peak * 1e12)
-    info = machine(device, peak)
-    info["load_average"], info["load_average_end"] = load_start, info["load_average"]
-    result = {"preset": preset, "tiny": tiny, "machine": info, "command": command,
-              "date": datetime.date.today().isoformat(), "commit": _commit(), "dag_wall_s": round(dag_wall, 1),
+    info = machine(record["device"], peak)
+    info["load_average"], info["load_average_end"] = record["load_average"], info["load_average"]
+    result = {"preset": record["preset"], "tiny": record["tiny"], "machine": info, "command": record["command"],
+              "date": record["date"], "commit": record["commit"], "dag_wall_s": record["dag_wall_s"],
               "flops_detail": flops, "stages": stages}
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -597,7 +610,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, for MFU")
     ap.add_argument("--render", action="store_true", help="write docs/rehearsal.md from bench/rehearsal/*.json")
+    ap.add_argument("--collect", type=Path, metavar="WORKDIR",
+                    help="count FLOPs and write the json of a run already made in WORKDIR (--workdir), to --out")
     args = ap.parse_args(argv)
+    if args.collect:
+        result = collect(args.collect, args.out)
+        print(markdown_table(result))
     if args.preset:
         out = args.out or (None if args.tiny else BENCH / f"{args.preset}.json")
         keep = args.workdir is not None
@@ -614,8 +632,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.render or (args.preset and not args.tiny and args.out is None):
         DOCS_PAGE.write_text(render_docs())
         print(f"written {DOCS_PAGE}")
-    if not args.preset and not args.render:
-        ap.error("give --preset or --render")
+    if not (args.preset or args.render or args.collect):
+        ap.error("give --preset, --collect or --render")
 
 
 if __name__ == "__main__":
