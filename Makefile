@@ -13,10 +13,10 @@ run: env data-package
 	snakemake --profile profiles/local
 	$(PY) -m pipeline_lib record
 
-# two workers (tests/conftest.py says how tests are grouped); PYTEST_ARGS: extra pytest options (CI passes
+# three workers on two cores (tests/conftest.py says why, and how tests are grouped); PYTEST_ARGS: extra pytest options (CI passes
 # --durations=15 to print the slowest tests)
 test: env data-package
-	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 3 --dist loadgroup $(PYTEST_ARGS)
 
 lint: env
 	snakemake --lint && snakefmt --check Snakefile workflow/rules

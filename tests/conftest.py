@@ -1,12 +1,12 @@
 """Shared set-up: subprocesses (Snakemake, DVC, the stage CLI) resolve `python` to this interpreter, the
-smoke preset runs once per test session and engine (`smoke_runs`), and tests are grouped for two workers.
+smoke preset runs once per test session and engine (`smoke_runs`), and tests are grouped for the workers.
 
-`make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): most tests use one thread, and the
-workflow tests wait on subprocesses and on SLURM, so one worker alone leaves a core idle. The groups keep
-shared work from being done twice or disturbed: a module whose tests share a module-scoped fixture stays in
+`make test` runs three pytest-xdist workers on the two cores (`-n 3 --dist loadgroup`): most tests use one
+thread, the workflow tests wait on subprocesses, and the SLURM tests mostly wait on the cluster's status
+polls, so fewer workers leave a core idle. The groups keep shared work from being done twice or disturbed: a module whose tests share a module-scoped fixture stays in
 one worker (the fixture is built once); every SLURM test goes to one worker (the cluster has one node, and a
-test drains it); the smoke runs are made once for both workers, under a file lock, in the session's shared
-directory. A test's bytes do not depend on the other worker: every job's thread count is fixed by params.
+test drains it); the smoke runs are made once for all workers, under a file lock, in the session's shared
+directory. A test's bytes do not depend on the other workers: every job's thread count is fixed by params.
 """
 
 import concurrent.futures
@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group("slurm"))
         elif _shares_a_module_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    # the SLURM tests first, those that need no smoke run before the others: they mostly wait on the cluster,
+    # so one worker starts them at once (while the smoke runs are made) and the others keep the cores busy
+    items.sort(key=lambda item: (item.get_closest_marker("slurm") is None,
+                                 "smoke_runs" in getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_finish(session):
+    """Start the smoke runs as soon as the tests that read them are known, in the background: no worker
+    then waits minutes for them in the middle of the session."""
+    if session.config.option.collectonly:
+        return
+    if any("smoke_runs" in getattr(item, "fixturenames", ()) for item in session.items):
+        shared = _shared_dir(session.config._tmp_path_factory)
+        threading.Thread(target=_smoke_once, args=(shared,), daemon=True).start()
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +70,14 @@ def _run_smoke(base: Path) -> dict[str, str]:
         return {"smk_log": smk_log.result(), "dvc_log": dvc_log.result()}
 
 
-@pytest.fixture(scope="session")
-def smoke_runs(tmp_path_factory):
-    """The smoke preset run once by each engine, side by side: Snakemake in one project copy, `dvc repro` in a
-    git repository of another. Tests read these runs; a test that changes a run works on its own copy
-    (`helpers.copy_run`), so no test depends on another's order or leftovers. Under xdist the first worker
-    to need them makes them in the directory both workers share; the other waits on the lock and reads them."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    shared = tmp_path_factory.getbasetemp().parent if worker else tmp_path_factory.getbasetemp()
+def _shared_dir(tmp_path_factory) -> Path:
+    """The session's directory both xdist workers see (the base temp directory without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _smoke_once(shared: Path) -> dict:
+    """The smoke runs' logs, made by whichever caller (worker, or background thread) takes the lock first."""
     base, logs = shared / "smoke", shared / "smoke" / "logs.json"
     with open(shared / "smoke.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if a worker dies
@@ -70,3 +85,13 @@ def smoke_runs(tmp_path_factory):
             base.mkdir(exist_ok=True)
             logs.write_text(json.dumps(_run_smoke(base)))
     return {"smk": base / "snakemake", "dvc": base / "dvc", **json.loads(logs.read_text())}
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory):
+    """The smoke preset run once by each engine, side by side: Snakemake in one project copy, `dvc repro` in a
+    git repository of another. Tests read these runs; a test that changes a run works on its own copy
+    (`helpers.copy_run`), so no test depends on another's order or leftovers. Under xdist the first worker
+    to need them makes them in the directory both workers share; the other waits on the lock and reads them.
+    They start in the background when the session's tests are collected (`pytest_collection_finish`)."""
+    return _smoke_once(_shared_dir(tmp_path_factory))

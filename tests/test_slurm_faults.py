@@ -223,6 +223,29 @@ def faults(cluster, tmp_path_factory):
 
 @pytest.mark.slurm
 @needs_cluster
+def test_a_job_killed_for_its_runtime_names_the_runtime_key(faults):
+    log = faults["logs"]["runtime"].read_text()
+    assert faults["rc"]["runtime"] != 0
+    assert "SLURM status is: 'TIMEOUT'" in log, log[-3000:]
+    assert re.search(r"rule weights: SLURM ended job \d+ with TIMEOUT: it ran past its time limit \(runtime 1\)\. "
+                     r"Raise the rule's `runtime` \(minutes\) under set-resources in profiles/slurm/config\.yaml",
+                     log), log[-3000:]
+    assert "--set-resources weights:runtime=2" in log
+
+
+@pytest.mark.slurm
+@needs_cluster
+def test_a_job_killed_for_its_memory_names_the_mem_mb_key(faults):
+    log = faults["logs"]["memory"].read_text()
+    assert faults["rc"]["memory"] != 0
+    assert re.search(r"rule data: SLURM ended job \d+ with (FAILED|OUT_OF_MEMORY): it used more memory than it "
+                     r"asked for \(mem_mb 100\)\. Raise the rule's `mem_mb` \(MB\) under set-resources in "
+                     r"profiles/slurm/config\.yaml", log), log[-3000:]
+    assert "--set-resources data:mem_mb=200" in log
+
+
+@pytest.mark.slurm
+@needs_cluster
 def test_a_cancelled_job_and_a_drained_node_lose_nothing(faults, smoke_runs):
     """The scancelled job is retried (visibly), the retry waits out the drain, and every output equals the
     undisturbed local run's, byte for byte: no partial output was taken for a finished one."""
@@ -258,29 +281,6 @@ def test_a_killed_controller_reruns_only_what_is_missing(faults, smoke_runs):
     assert same_output(root / TARGET, reference / TARGET)
     assert same_output(root / "data/fashion_mnist/splits.json", reference / "data/fashion_mnist/splits.json")
     assert "Nothing to be done" in run(["snakemake", TARGET, "-n"], root)
-
-
-@pytest.mark.slurm
-@needs_cluster
-def test_a_job_killed_for_its_runtime_names_the_runtime_key(faults):
-    log = faults["logs"]["runtime"].read_text()
-    assert faults["rc"]["runtime"] != 0
-    assert "SLURM status is: 'TIMEOUT'" in log, log[-3000:]
-    assert re.search(r"rule weights: SLURM ended job \d+ with TIMEOUT: it ran past its time limit \(runtime 1\)\. "
-                     r"Raise the rule's `runtime` \(minutes\) under set-resources in profiles/slurm/config\.yaml",
-                     log), log[-3000:]
-    assert "--set-resources weights:runtime=2" in log
-
-
-@pytest.mark.slurm
-@needs_cluster
-def test_a_job_killed_for_its_memory_names_the_mem_mb_key(faults):
-    log = faults["logs"]["memory"].read_text()
-    assert faults["rc"]["memory"] != 0
-    assert re.search(r"rule data: SLURM ended job \d+ with (FAILED|OUT_OF_MEMORY): it used more memory than it "
-                     r"asked for \(mem_mb 100\)\. Raise the rule's `mem_mb` \(MB\) under set-resources in "
-                     r"profiles/slurm/config\.yaml", log), log[-3000:]
-    assert "--set-resources data:mem_mb=200" in log
 
 
 def test_a_cluster_that_reports_out_of_memory_gets_the_same_message(tmp_path):
