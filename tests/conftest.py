@@ -30,6 +30,7 @@ def _shares_a_module_fixture(item) -> bool:
     return any(d.scope in ("module", "class", "package") for chain in defs.values() for d in chain)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("slurm"):
