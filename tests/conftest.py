@@ -1,11 +1,11 @@
 """Shared set-up: subprocesses (Snakemake, DVC, the stage CLI) resolve `python` to this interpreter, the
 smoke preset runs once per test session and engine (`smoke_runs`), and tests are grouped for the workers.
 
-`make test` runs three pytest-xdist workers on the two cores (`-n 3 --dist loadgroup`): most tests use one
+`make test` runs three pytest-xdist workers on the two cores (`-n 3 --dist loadscope`): most tests use one
 thread, the workflow tests wait on subprocesses, and the SLURM tests mostly wait on the cluster's status
-polls, so fewer workers leave a core idle. The groups keep shared work from being done twice or disturbed: a module whose tests share a module-scoped fixture stays in
-one worker (the fixture is built once); every SLURM test goes to one worker (the cluster has one node, and a
-test drains it); the smoke runs are made once for all workers, under a file lock, in the session's shared
+polls, so fewer workers leave a core idle. Each module runs in one worker, so a module-scoped fixture is built
+once and the SLURM tests (all in test_slurm.py: the cluster has one node, and a test drains it) never run
+side by side. The smoke runs are made once for all workers, under a file lock, in the session's shared
 directory. A test's bytes do not depend on the other workers: every job's thread count is fixed by params.
 """
 
@@ -25,18 +25,7 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PAT
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
-def _shares_a_module_fixture(item) -> bool:
-    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-    return any(d.scope in ("module", "class", "package") for chain in defs.values() for d in chain)
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
-        elif _shares_a_module_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     # the SLURM tests first, those that need no smoke run before the others: they mostly wait on the cluster,
     # so one worker starts them at once (while the smoke runs are made) and the others keep the cores busy
     items.sort(key=lambda item: (item.get_closest_marker("slurm") is None,

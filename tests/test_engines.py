@@ -7,7 +7,6 @@ import concurrent.futures
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import copy_run, init_dvc_repo, make_project, run, same_output
+from helpers import copy_run, init_dvc_repo, make_project, run
 
 ALPHA_FED = {"unlearn", "generate", "metrics", "summary", "aggregate"}
 
@@ -284,62 +283,6 @@ def test_an_experiment_run_with_a_changed_value_shows_its_metrics(engines, tmp_p
     revs = found[0]["revs"][0]["data"]
     assert revs["params"]["params.yaml"]["data"]["model"]["vqgan"]["sampling"]["temperature"] == 0.5
     assert revs["metrics"]["metrics/fashion_mnist/center.json"]["data"]["vqgan"]["l2n"]
-
-
-SLURM_SKIP = None if os.geteuid() == 0 and (shutil.which("slurmctld") or shutil.which("apt-get")) else \
-    "a local SLURM cluster needs root and Debian's packages (profiles/slurm/local-cluster.sh)"
-
-
-@pytest.mark.slurm
-@pytest.mark.skipif(SLURM_SKIP is not None, reason=SLURM_SKIP or "")
-def test_one_family_runs_on_a_real_slurm_cluster_as_it_runs_locally(engines, tmp_path):
-    """`snakemake --profile profiles/slurm` as shipped, on a one-node cluster (no accounting: squeue for
-    status), for the smoke preset's VQ-GAN: every rule kind of the smoke DAG goes through sbatch (the data, the
-    split, the tokenizer before its model, pre-training, the extractor, reference features, the noise target,
-    unlearning, generation, metrics, the summary and the report), and every file the family's jobs write is the
-    same, byte for byte (training times aside), as the local engine's in the session's smoke run."""
-    script = Path(__file__).resolve().parents[1] / "profiles/slurm/local-cluster.sh"
-    was_up = subprocess.run(["sinfo"], capture_output=True).returncode == 0 if shutil.which("sinfo") else False
-    run(["bash", str(script), "start"], tmp_path)
-    try:
-        root = make_project(tmp_path / "slurm", dvc_yaml=False)
-        params = yaml.safe_load((root / "params.yaml").read_text())
-        params["models"] = ["vqgan"]
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        # the run plan first: its resources file is what the rules ask SLURM for (tests/test_plan.py)
-        run(["python", "-m", "pipeline_lib", "plan"], root)
-        resources = yaml.safe_load((root / "profiles/slurm/planned-resources.yaml").read_text())["resources"]
-        planned = snakemake_jobs(run(["snakemake", "--profile", "profiles/local", "-n"], root))
-        assert planned == snakemake_jobs(engines["smk_log"])  # every rule kind the local smoke run ran
-        log = run(["snakemake", "--profile", "profiles/slurm", "--slurm-status-command", "squeue",
-                   "--slurm-init-seconds-before-status-checks", "2"], root)
-        submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", log)
-        # what SLURM received, per job (scontrol keeps finished jobs for MinJobAge = 600 s): the plan's
-        # runtime, memory and GPUs for the job's rule and family; a rule that runs no network asks no GPU
-        received, wanted = {}, {}
-        for jobid in submitted:
-            info = subprocess.run(["scontrol", "show", "job", jobid], capture_output=True, text=True).stdout
-            rule = re.search(r"Comment=rule_(.+?)(?:_wildcards_|\s)", info).group(1)
-            h, m, _ = re.search(r"TimeLimit=(?:(\d+)-)?(\d+:\d+:\d+)", info).group(2).split(":")
-            mem, unit = re.search(r"MinMemoryNode=(\d+)([MG])", info).groups()
-            gpus = re.search(r"gres[/:]gpu[:=](\d+)", info)  # TresPerJob=gres:gpu:1 (gres/gpu=1 in TRES)
-            received[jobid] = {"rule": rule, "runtime": int(h) * 60 + int(m),
-                               "mem_mb": int(mem) * (1024 if unit == "G" else 1), "gpu": int(gpus.group(1)) if gpus else 0}
-            entries = resources[rule]
-            wanted[jobid] = {"rule": rule, **entries.get("vqgan", entries.get("_"))}
-        assert received == wanted
-        assert {r["rule"] for r in received.values() if r["gpu"]} == {"pretrain_part", "pretrain", "extractor",
-                                                                        "unlearn", "generate"}
-        # every job went through sbatch: as many submissions as there are commands (data, split, tokenizer,
-        # pre-training, extractor, reference, noise, unlearning, 2 generate, 2 metrics, summary, report)
-        assert len(submitted) == len(snakemake_commands(log)) == 14, log[-3000:]
-        family_files = {f for f in outputs(root) if "/report/" not in f}  # the report holds one family here
-        assert family_files and family_files <= outputs(engines["smk"])
-        assert [f for f in sorted(family_files) if not same_output(root / f, engines["smk"] / f)] == []
-        assert scores(root) == {k: v for k, v in scores(engines["smk"]).items() if "/vqgan/" in k}
-    finally:
-        if not was_up:
-            subprocess.run(["bash", str(script), "stop"], capture_output=True)
 
 
 def _alpha_rerun_by_snakemake(smk: Path) -> None:
