@@ -23,6 +23,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from pipeline_lib.models.palette_official import schedule_buffers
+
 Shapes = dict[str, tuple[int, ...]]
 
 #: MaskGIT's published VQGAN (MAGE's tokenizer): channel multipliers of its 5 levels (16x downsampling)
@@ -183,22 +185,6 @@ def palette_unet_shapes(block_out_channels: list[int], layers_per_block: int, in
     return {"denoise_fn." + k: v for k, v in shapes.items()}
 
 
-def palette_buffers(train_timesteps: int, beta_start: float, beta_end: float) -> dict[str, torch.Tensor]:
-    """The six buffers Palette's `Network.set_new_noise_schedule` registers for a linear β schedule (float64
-    arithmetic, stored float32): what `16_Network.pth` holds for its training schedule."""
-    betas = np.linspace(beta_start, beta_end, train_timesteps, dtype=np.float64)
-    alphas = 1.0 - betas
-    gammas = np.cumprod(alphas)
-    prev = np.append(1.0, gammas[:-1])
-    variance = betas * (1.0 - prev) / (1.0 - gammas)
-    values = {"gammas": gammas, "sqrt_recip_gammas": np.sqrt(1.0 / gammas),
-              "sqrt_recipm1_gammas": np.sqrt(1.0 / gammas - 1),
-              "posterior_log_variance_clipped": np.log(np.maximum(variance, 1e-20)),
-              "posterior_mean_coef1": betas * np.sqrt(prev) / (1.0 - gammas),
-              "posterior_mean_coef2": (1.0 - prev) * np.sqrt(alphas) / (1.0 - gammas)}
-    return {k: torch.tensor(v, dtype=torch.float32) for k, v in values.items()}
-
-
 # --- values --------------------------------------------------------------------------------------------------
 
 def sincos_table(dim: int, grid: int) -> torch.Tensor:
@@ -266,7 +252,8 @@ def palette_checkpoint(arch: dict, seed: int = 0) -> dict:
     """Palette's `Network` state dict as `16_Network.pth`: U-Net under `denoise_fn.`, the training schedule's
     buffers beside it (a bare dict, no nesting)."""
     state = random_state(palette_unet_shapes(arch["block_out_channels"], arch["layers_per_block"]), seed)
-    state.update(palette_buffers(arch["train_timesteps"], arch["beta_start"], arch["beta_end"]))
+    # the six buffers Palette's Network.set_new_noise_schedule registers for its training schedule
+    state.update(schedule_buffers("linear", arch["train_timesteps"], arch["beta_start"], arch["beta_end"]))
     return state
 
 

@@ -12,6 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 from helpers import REPO_ROOT
+from pipeline_lib.models.palette_official import schedule_buffers
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
@@ -33,7 +34,7 @@ def _official(name: str) -> dict[str, tuple[int, ...]]:
     ("mage_vit", lambda: official_weights.mage_shapes(32, 32, 2, 32, 1, 4.0, codebook_size=64, downsample=2,
                                                       patch_size=4)),
     ("palette_unet", lambda: {**official_weights.palette_unet_shapes([32, 32], 2),
-                              **{k: tuple(v.shape) for k, v in official_weights.palette_buffers(10, 1e-4, 0.2).items()}}),
+                              **{k: tuple(v.shape) for k, v in schedule_buffers("linear", 10, 1e-4, 0.2).items()}}),
 ])
 def test_the_writer_has_the_official_codes_keys_and_shapes(name, shapes):
     assert shapes() == _official(name)
