@@ -19,7 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import init_dvc_repo, make_project, run, torch_threads
+# Before torch loads (here and in every subprocess): the session runs more busy threads than the two cores
+# (three workers, the two engines side by side, two threads a job), and OpenMP's default spin-wait then burns
+# the cores the other threads need: three 2-thread processes of small matmuls took 84 s instead of 9 s, and a
+# job's CPU seconds (which tests/test_plan.py compares with the plan) counted the spinning. A short spin keeps
+# a lone process as fast as the default. It changes when a thread sleeps, never what it computes.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+
+from helpers import init_dvc_repo, make_project, run, torch_threads  # noqa: E402
 
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")

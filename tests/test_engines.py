@@ -255,7 +255,8 @@ def test_two_checkouts_compute_the_model_rules_once_through_snakemakes_cache(tmp
         params["model"]["mae"]["pretrain"]["subset"] = 128  # the cache is under test, not the models: a few steps
         params["extractor"]["training"]["subset"] = 256
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        logs[name] = run(["snakemake", "--profile", "profiles/local", "--cache", *targets], root, env=env)
+        # the targets before --cache, which would take them as its rule names
+        logs[name] = run(["snakemake", *targets, "--profile", "profiles/local", "--cache"], root, env=env)
     first, second = tmp_path / "first", tmp_path / "second"
     assert {"pretrain", "extractor"} <= snakemake_jobs(logs["first"])
     for log in ("logs/pretrain/fashion_mnist/mae.log", "logs/extractor/fashion_mnist.log"):

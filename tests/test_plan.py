@@ -1,7 +1,7 @@
 """`python -m pipeline_lib plan`: the run plan's estimates against a real run, its SLURM resources, every preset.
 
 The SLURM side (the local cluster receives the planned resources) is checked in
-tests/test_engines.py::test_one_family_runs_on_a_real_slurm_cluster_as_it_runs_locally, which already submits a
+tests/test_slurm.py::test_one_family_runs_on_a_real_slurm_cluster_as_it_runs_locally, which already submits a
 real DAG.
 """
 
