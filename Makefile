@@ -16,7 +16,7 @@ run: env data-package
 # three workers on two cores (tests/conftest.py says why, and how tests are grouped); PYTEST_ARGS: extra pytest options (CI passes
 # --durations=15 to print the slowest tests)
 test: env data-package
-	$(PY) -m pytest -q -n 3 --dist loadscope $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 3 --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: env
 	snakemake --lint && snakefmt --check Snakefile workflow/rules

@@ -6,12 +6,16 @@ the jobs' times (benchmark files and logs, as `python -m pipeline_lib.report.tim
 ratio of the two (how many jobs ran side by side on average), and each stage's share of the job time and
 the cores its jobs kept busy.
 
+With --alpha, the finished run is then asked again: a no-op dry run (`snakemake -n`, timed), and the re-run
+after `methods.l2n.alpha` changes to the given value (the jobs it ran and its wall time).
+
 The suite: reads the output of `pytest --durations=0` (saved to a file) and prints the summed test time, the
 shares of the slowest tests and of each test file. Shares and ratios come from one run, so they hold on a
 busy machine too, where absolute times do not.
 
     .venv/bin/python bench/feedback.py                                   # the default, cold (about 20 min)
     .venv/bin/python bench/feedback.py --keep /tmp/default-run          # ... and keep the run there
+    .venv/bin/python bench/feedback.py --alpha 0.25                     # ... then a no-op and an alpha change
     make test PYTEST_ARGS=--durations=0 | tee /tmp/suite.txt
     .venv/bin/python bench/feedback.py --suite /tmp/suite.txt --no-run   # the suite's shares only
 """
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from pipeline_lib.report.timings import stage_shares, timing_table
 
@@ -62,6 +67,28 @@ def default_report(root: Path, wall_s: float) -> str:
     return "\n".join(lines)
 
 
+def rerun_report(root: Path, alpha: float) -> str:
+    """The no-op dry run's time, then the re-run after an α change: what ran, and how long it took."""
+    start = time.perf_counter()
+    dry = subprocess.run(["snakemake", "--profile", "profiles/local", "-n"], cwd=root, check=True,
+                         capture_output=True, text=True).stdout
+    noop_s = time.perf_counter() - start
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["methods"]["l2n"]["alpha"] = [alpha]
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    start = time.perf_counter()
+    log = subprocess.run(["snakemake", "--profile", "profiles/local"], cwd=root, check=True, capture_output=True,
+                         text=True)
+    rerun_s = time.perf_counter() - start
+    blocks = re.split(r"^(?:local)?rule (?=\w+:$)", log.stdout + log.stderr, flags=re.M)[1:]
+    ran = [(b.split(":", 1)[0], (re.findall(r"^\s+wildcards: (.*)$", b.split("\n\n", 1)[0], re.M) or [""])[0])
+           for b in blocks if not b.startswith("all:")]
+    lines = [f"no-op dry run: {noop_s:.1f} s ({'nothing to do' if 'Nothing to be done' in dry else 'has work'})",
+             f"alpha -> {alpha}: re-run wall {rerun_s:.0f} s, {len(ran)} jobs:"]
+    lines += [f"  {rule}: {wildcards}" for rule, wildcards in ran]
+    return "\n".join(lines)
+
+
 def suite_report(text: str, top: int = 15) -> str:
     rows = [{"seconds": float(s), "phase": phase, "file": f, "test": t} for s, phase, f, t in DURATION.findall(text)]
     if not rows:
@@ -81,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--keep", type=Path, help="run the default here (kept) instead of a temporary directory")
     p.add_argument("--no-run", action="store_true", help="skip the default run (with --suite)")
+    p.add_argument("--alpha", type=float, help="after the cold run: time a no-op dry run, then an alpha change")
     p.add_argument("--suite", type=Path, help="a saved `pytest --durations=0` output to summarise")
     p.add_argument("snakemake_args", nargs="*", help="extra snakemake arguments, after --")
     args = p.parse_args(argv)
@@ -89,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             root = fresh_copy(args.keep or Path(tmp))
             wall = run_default(root, args.snakemake_args)
             print(default_report(root, wall))
+            if args.alpha is not None:
+                print()
+                print(rerun_report(root, args.alpha))
     if args.suite:
         print()
         print(suite_report(args.suite.read_text()))

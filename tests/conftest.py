@@ -1,7 +1,7 @@
 """Shared set-up: subprocesses (Snakemake, DVC, the stage CLI) resolve `python` to this interpreter, the
 smoke preset runs once per test session and engine (`smoke_runs`), and tests are grouped for the workers.
 
-`make test` runs three pytest-xdist workers on the two cores (`-n 3 --dist loadscope`): most tests use one
+`make test` runs three pytest-xdist workers on the two cores (`-n 3 --dist loadscope --no-loadscope-reorder`): most tests use one
 thread, the workflow tests wait on subprocesses, and the SLURM tests mostly wait on the cluster's status
 polls, so fewer workers leave a core idle. Each module runs in one worker, so a module-scoped fixture is built
 once and the SLURM tests (all in test_slurm.py: the cluster has one node, and a test drains it) never run
@@ -32,11 +32,19 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PAT
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
+#: the modules that hold the session's longest chains, handed to the workers first, in this order (`make test`
+#: keeps xdist from re-sorting modules by test count: --no-loadscope-reorder). The SLURM module comes first: its
+#: 15 minutes mostly wait on the cluster, so it must run beside everything else, not after it.
+FIRST = ("test_slurm.py", "test_paperscale_engines.py", "test_rehearsal.py", "test_engines.py", "test_axes.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    # the SLURM tests first, those that need no smoke run before the others: they mostly wait on the cluster,
-    # so one worker starts them at once (while the smoke runs are made) and the others keep the cores busy
-    items.sort(key=lambda item: (item.get_closest_marker("slurm") is None,
-                                 "smoke_runs" in getattr(item, "fixturenames", ())))
+    # within a module, the tests that need no smoke run first: they run while the smoke runs are made
+    def rank(item):
+        module = item.path.name
+        return (FIRST.index(module) if module in FIRST else len(FIRST),
+                "smoke_runs" in getattr(item, "fixturenames", ()))
+    items.sort(key=rank)
 
 
 def pytest_collection_finish(session):
