@@ -3,7 +3,7 @@
 #
 #   profiles/slurm/local-cluster.sh start   # install (Debian packages), configure and start; idempotent
 #   profiles/slurm/local-cluster.sh status  # sinfo
-#   profiles/slurm/local-cluster.sh stop    # stop the daemons (by their pid files)
+#   profiles/slurm/local-cluster.sh stop    # stop the daemons (by their pid files); their slurm.conf aside
 #
 # Needs root and Debian's package registry. It runs munged (as user munge), slurmctld and slurmd, without
 # systemd and without accounting storage: check job status with squeue (MinJobAge=600 keeps finished jobs
@@ -119,7 +119,12 @@ stop_pids() {
 
 stop_daemons() { stop_pids "$STATE/slurmd.pid" "$STATE/slurmctld.pid"; }
 
-stop() { stop_pids "$STATE/slurmd.pid" "$STATE/slurmctld.pid" /run/munge/munged.pid; }
+# The configuration goes aside with the daemons: while it names a controller that is down, every SLURM client
+# call (and so every `snakemake` start, whose SLURM plugin asks `scontrol show config`) waits ~9 s for it.
+stop() {
+    stop_pids "$STATE/slurmd.pid" "$STATE/slurmctld.pid" /run/munge/munged.pid
+    if [ -f "$CONF" ]; then mv "$CONF" "$STATE/slurm.conf.stopped"; fi
+}
 
 case "${1:-}" in
     start) start ;;

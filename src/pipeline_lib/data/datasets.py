@@ -22,10 +22,10 @@ import torch
 from ..runtime.atomic import atomic_path
 from ..runtime.downloads import fetch, file_digest
 from ..runtime.errors import DataError
+from .classes import CLASSES
 
 LOG = logging.getLogger(__name__)
 
-CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 #: file -> (md5 of the official .gz, md5 of its decompressed idx payload)
 FILES = {
     "train-images-idx3-ubyte.gz": ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),

@@ -208,8 +208,9 @@ def _split_stage(params: dict[str, Any], raw: str, root: str, set_name: str | No
     keys = ["splits"] if set_name is None else [
         *_present(params, "splits", ["unlearn_per_class", "eval_per_class"]),
         *_present(params, set_key(set_name), ["forget", "retain"])]
+    code = [f"{CODE}/data/splits.py", f"{CODE}/params/sets.py", f"{CODE}/data/classes.py"]
     return Stage(_name("splits", set_name), f"{PY} splits --params params.yaml{paths.set_arg(set_name)} "
-                 f"--data-dir {raw} --out {split} --log logs/splits/{root}.log", [raw, f"{CODE}/data/splits.py", f"{CODE}/params/sets.py"],
+                 f"--data-dir {raw} --out {split} --log logs/splits/{root}.log", [raw, *code],
                  ["seed", *keys], [split])
 
 

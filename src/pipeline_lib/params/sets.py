@@ -7,13 +7,13 @@ the class pair it was tuned on. The single set has no name, which keeps its path
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ..data.datasets import CLASSES
-from ..data.splits import draw_splits
+from ..data.classes import CLASSES
 from ..runtime.errors import ParamsError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def set_names(params: dict[str, Any]) -> list[str | None]:
@@ -48,6 +48,8 @@ def _resolve_list(key: str, spec: Any, taken: set[int], seed: int, classes: list
         free = [c for c in range(len(classes)) if c not in taken]
         if spec["count"] > len(free):
             raise ParamsError(f"params key '{key}.count' = {spec['count']} but only {len(free)} classes are free")
+        import torch  # only for a drawn list: the workflow's parse of named lists stays free of torch
+
         g = torch.Generator().manual_seed(spec.get("seed", seed))
         order = torch.randperm(len(free), generator=g).tolist()
         return sorted(free[i] for i in order[: spec["count"]])
@@ -115,6 +117,8 @@ def make_splits(params: dict[str, Any], train_labels: torch.Tensor, test_labels:
                 name: str | None = None, names: list[str] | None = None) -> dict[str, Any]:
     """One set's classes (resolved from params) and image indices (`splits.draw_splits` with params' seed).
     `names`: the data set's classes (default Fashion-MNIST's)."""
+    from ..data.splits import draw_splits
+
     names = CLASSES if names is None else names
     s = params["splits"]
     return draw_splits(resolve_classes(params, name, names), names, train_labels, test_labels,
