@@ -19,7 +19,8 @@ show after hours of queued GPUs. This script builds what the preset needs and ru
 
 Per rule it records jobs, wall time (summed over jobs), peak RSS (the largest job's), images, images/s and
 FLOPs per image (`bench/rehearsal_flops.py`), writes `bench/rehearsal/<preset>.json` and prints a markdown
-table; `docs/rehearsal.md` is rendered from every json there (`python bench/rehearsal.py --render`). On a
+table; `docs/rehearsal.md` and the README's short table are rendered from every json there
+(`python bench/rehearsal.py --render`). On a
 CUDA machine the same command runs the preset's bf16 autocast (`runtime.amp`) and adds MFU (achieved FLOP/s
 over the GPU's peak: `--peak-tflops`, else `PEAK_TFLOPS` by device name) to the training and sampling rules.
 Generated weights are cached in `--weights-dir` between runs.
@@ -52,6 +53,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench" / "rehearsal"
 DOCS_PAGE = REPO / "docs" / "rehearsal.md"
+README = REPO / "README.md"
+README_BLOCK = re.compile(r"(<!-- generated: rehearsal -->\n)(.*?)(<!-- /generated -->)", re.S)
 sys.path.insert(0, str(REPO / "bench"))
 
 import official_weights  # noqa: E402  (bench/ is not a package)
@@ -485,6 +488,33 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def readme_table(bench_dir: Path = BENCH) -> str:
+    """The README's short form: per rule, each preset's wall time and peak memory, then how each was run."""
+    results = [json.loads(p.read_text()) for p in sorted(bench_dir.glob("*.json"))]
+    if not results:
+        return "No rehearsal is recorded yet.\n"
+    head = ["rule"] + [f"{r['preset']} {c}" for r in results for c in ("wall s", "peak RSS GB")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rule in dict.fromkeys(rule for r in results for rule in r["stages"]):
+        cells = [rule]
+        for r in results:
+            e = r["stages"].get(rule, {})
+            rss = e.get("max_rss_mb")
+            cells += [_fmt(e.get("wall_s"), ""), "–" if rss is None else f"{rss / 1024:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for r in results:
+        m = r["machine"]
+        lines.append(f"{r['preset']}: `{r['command']}`, {r['date']}, {m.get('gpu') or m['cpu']} "
+                     f"({m['cpus']} CPUs), the whole DAG in {r['dag_wall_s']:,.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def render_readme(text: str, bench_dir: Path = BENCH) -> str:
+    """The README with its `<!-- generated: rehearsal -->` block rewritten from the recorded runs."""
+    return README_BLOCK.sub(lambda m: m.group(1) + readme_table(bench_dir) + m.group(3), text)
+
+
 def render_docs(bench_dir: Path = BENCH) -> str:
     """docs/rehearsal.md from every bench/rehearsal/<preset>.json (generated: never edit by hand)."""
     parts = ["# Dress rehearsal at the published sizes",
@@ -631,7 +661,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"written {out}")
     if args.render or (args.preset and not args.tiny and args.out is None):
         DOCS_PAGE.write_text(render_docs())
-        print(f"written {DOCS_PAGE}")
+        README.write_text(render_readme(README.read_text()))
+        print(f"written {DOCS_PAGE} and the README's rehearsal table")
     if not (args.preset or args.render or args.collect):
         ap.error("give --preset, --collect or --render")
 

@@ -92,6 +92,9 @@ def test_the_rehearsal_runs_its_wiring_at_tiny_size(tmp_path):
 def test_the_docs_page_is_rendered_from_the_committed_measurements():
     assert (REPO_ROOT / "docs" / "rehearsal.md").read_text() == rehearsal.render_docs(), (
         "docs/rehearsal.md is generated: python bench/rehearsal.py --render")
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "<!-- generated: rehearsal -->" in readme
+    assert readme == rehearsal.render_readme(readme), "the README's rehearsal table is generated: --render"
 
 
 def test_mfu_is_achieved_flops_over_the_peak():
