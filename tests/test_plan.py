@@ -88,7 +88,9 @@ def test_every_preset_has_a_plan_and_no_job_asks_for_a_gpu_it_does_not_use(tmp_p
         for job in planned["jobs"]:
             asked = written["resources"][job.rule][job.family if job.family and job.rule not in ("metrics", "reference")
                                                    else "_"]
-            if job.rule not in plan.NETWORK_RULES or (job.rule == "pretrain" and params["model"][job.family]["checkpoint"]):
+            if job.rule == "metrics":  # a GPU for the standard networks (Inception, CLIP, Places365) only
+                assert asked["gpu"] == int(job.metric_flops > 0 and planned["device"] == "gpu"), (preset.stem, job.name)
+            elif job.rule not in plan.NETWORK_RULES or (job.rule == "pretrain" and params["model"][job.family]["checkpoint"]):
                 assert asked["gpu"] == 0, (preset.stem, job.name)
             elif job.rule != "extractor":
                 assert asked["gpu"] == params["model"][job.family].get("gpus", 1), (preset.stem, job.name)
@@ -98,7 +100,21 @@ def test_every_preset_has_a_plan_and_no_job_asks_for_a_gpu_it_does_not_use(tmp_p
     paper = load_params(tmp_path / "places365.yaml")
     planned = plan.plan_jobs(paper, None, REPO_ROOT)
     assert plan.totals(planned)["gpu_hours"] > 0
+    # their metrics jobs run Inception, CLIP ViT-H and the Places365 ResNet-50 on a GPU each
+    metrics = [job for job in planned["jobs"] if job.rule == "metrics"]
+    assert metrics and all(job.gpus == 1 and job.metric_flops > 100e9 * job.images for job in metrics)
     assert max(job.device_mb for job in planned["jobs"]) > 10 * 1024  # Palette's 256 px U-Net: GiBs a GPU
+
+
+def test_the_plans_metric_networks_are_counted_as_the_rehearsal_counted_the_real_ones():
+    """The plan counts torch-fidelity's Inception-v3 by torchvision's layer shapes and the Places365 ResNet-50
+    on the meta device; the rehearsal counted the real networks (torch-fidelity's own Inception) on real
+    tensors. Both must agree, or the plan's metrics time is another network's."""
+    from pipeline_lib.engines.flops import metric_network_flops
+
+    counted = json.loads((REPO_ROOT / "bench/rehearsal/places365.json").read_text())["flops_detail"]["metric_networks"]
+    for kind in ("inception", "places"):
+        assert metric_network_flops(kind) == pytest.approx(counted[kind], rel=1e-3), kind
 
 
 def test_the_plan_command_prints_the_table_and_writes_what_the_workflow_reads(tmp_path):
@@ -123,8 +139,8 @@ def test_a_rehearsals_measured_throughput_replaces_the_flop_estimate(tmp_path):
     32 px) is ignored, and a CPU rehearsal does not stand for GPU jobs."""
     params = yaml.safe_load((REPO_ROOT / "presets/smoke.yaml").read_text())
     measured = {"machine": {"device": "cuda", "gpu": "NVIDIA H200"}, "tiny": False,
-                "stages": {"unlearn": {"images_per_s": 10.0, "max_rss_mb": 5000.0,
-                                       "models": {"mae": {"images_per_s": 40.0}}}}}
+                "stages": {"unlearn": {"jobs": 3, "wall_s": 600.0, "images_per_s": 10.0, "max_rss_mb": 5000.0,
+                                       "models": {"mae": {"jobs": 1, "wall_s": 100.0, "images_per_s": 40.0}}}}}
     file = tmp_path / "rehearsal.json"
     file.write_text(json.dumps(measured))
     params["plan"] = {"rehearsal": str(file)}
@@ -136,7 +152,11 @@ def test_a_rehearsals_measured_throughput_replaces_the_flop_estimate(tmp_path):
         assert job.seconds == pytest.approx(startup + job.images / rate)
         assert job.host_mb >= 5000.0
     assert "rehearsal.json" in planned["device_name"]
-    for changed in ({"tiny": True}, {"machine": {"device": "cpu"}}):
+    # jobs too short for their rate to be more than their start-up (under ten start-ups each) measure nothing
+    short = {**measured, "stages": {"unlearn": {**measured["stages"]["unlearn"], "wall_s": 3 * 9 * startup,
+                                                "models": {"mae": {"jobs": 1, "wall_s": 9 * startup,
+                                                                   "images_per_s": 40.0}}}}}
+    for changed in ({"tiny": True}, {"machine": {"device": "cpu"}}, short):
         file.write_text(json.dumps({**measured, **changed}))
         again = {j.name: j.seconds for j in plan.plan_jobs(params, "gpu", REPO_ROOT)["jobs"]}
         assert all(again[j.name] < startup + j.images / 40.0 for j in unlearn)

@@ -121,6 +121,7 @@ rule metrics:
     conda:
         "../envs/pipeline.yaml"
     resources:
+        gpu=planned("metrics", "gpu", 0),
         mem_mb=planned("metrics", "mem_mb", 4000),
         runtime=planned("metrics", "runtime", 30),
     params:

@@ -186,3 +186,44 @@ def extractor_cost(params: dict[str, Any], classes: int) -> FamilyCost:
 
     return _extractor_cost(dataset.channels(params), classes, params["extractor"]["feature_dim"],
                            dataset.image_size(params))
+
+
+@functools.lru_cache(maxsize=None)
+def metric_network_flops(kind: str, arch: str | None = None) -> int:
+    """FLOPs of one image through a standard metric network at its own input size, counted on the meta device
+    (no weights, no memory): torch-fidelity's Inception-v3 by torchvision's, which has its layer shapes (the
+    rehearsal counts torch-fidelity's own and agrees to four digits), CLIP by its open_clip architecture at its
+    preprocessing size, ResNet-50-Places365 at its 224 px. On the meta device torch's attention takes its
+    unfused path, whose projections the counter sees (the CPU's fused `nn.MultiheadAttention` fast path hides
+    them from it)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..evaluation import standard_extractors as std
+
+    with torch.device("meta"):
+        if kind == "inception":
+            import torchvision
+
+            net, size = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False), 299
+        elif kind == "clip":
+            import open_clip
+
+            net = open_clip.create_model(arch, pretrained=None, device="meta")
+            size = open_clip.get_model_preprocess_cfg(net)["size"]
+            net = net.encode_image
+        elif kind == "places":
+            import torchvision
+
+            net, size = torchvision.models.resnet50(num_classes=std.PLACES_CLASSES), std.PLACES_SIZE
+        else:
+            raise ValueError(f"no standard metric network '{kind}'")
+        size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        with FlopCounterMode(display=False) as counter:
+            net(torch.empty(1, 3, *size))
+    return counter.get_total_flops()
+
+
+#: how many images of a scored pair each standard network sees: FID/KID and CLIP compare a reconstruction with
+#: its ground truth; the Places365 classifier scores the reconstruction alone (its Inception Score)
+METRIC_PASSES = {"inception": 2, "clip": 2, "places": 1}

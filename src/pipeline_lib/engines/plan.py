@@ -42,7 +42,7 @@ from ..params.runtime import gpus as family_gpus
 from ..params.sets import set_names, set_settings
 from ..runtime.errors import ParamsError
 from . import dvc_yaml
-from .flops import FamilyCost, extractor_cost, family_cost, part_cost
+from .flops import METRIC_PASSES, FamilyCost, extractor_cost, family_cost, metric_network_flops, part_cost
 
 #: `plan:` keys and their defaults (workflow/schemas/params.schema.yaml describes each)
 DEFAULTS: dict[str, Any] = {
@@ -96,6 +96,7 @@ class Job:
     device_mb: float = 0.0  # a GPU's peak (state + activations) when the network runs on GPUs
     model_mb: float = 0.0  # the parameters a process reads from the checkpoint, in float32
     network: bool = False  # runs a network (on the GPU when the plan's device is one)
+    metric_flops: float = 0.0  # a metrics job's standard networks (Inception, CLIP, Places365)
     gpus: int = 0
     seconds: float = 0.0
     deps: tuple[str, ...] = ()
@@ -150,7 +151,16 @@ def _memory_mb(plan: dict[str, Any], cost: FamilyCost, batch: int, state_copies:
     return plan["baseline_mb"] + (state + activations) / MB
 
 
-def _cost(params: dict[str, Any], plan: dict[str, Any], stage: dvc_yaml.Stage) -> Job:
+def _metric_networks(params: dict[str, Any], root: Path) -> list[tuple[str, str | None]]:
+    """(kind, arch) of the standard networks a metrics job runs: those the weights stage downloads, and those
+    whose local weights file exists (the stage skips a missing one, with a note)."""
+    from ..params.weights import specs
+
+    return [(kind, spec.get("arch")) for kind, spec in specs(params).items()
+            if "url" in spec or (spec.get("weights") and (root / spec["weights"]).is_file())]
+
+
+def _cost(params: dict[str, Any], plan: dict[str, Any], stage: dvc_yaml.Stage, root: Path) -> Job:
     """Images, FLOPs and memory of one job; the time comes later (`_time`)."""
     rule = stage.name.split("-")[0]
     args = _args(stage.cmd)
@@ -203,7 +213,11 @@ def _cost(params: dict[str, Any], plan: dict[str, Any], stage: dvc_yaml.Stage) -
         job.images, job.flops = n_eval * passes, n_eval * passes * cost.infer_flops
         job.memory_mb = _memory_mb(plan, cost, params["generate"]["batch_size"], passes, False)
     elif rule in ("metrics", "reference"):
-        job.images, job.flops = n_eval, n_eval * extractor.infer_flops  # on the CPU, as these rules always ran
+        job.images, job.flops = n_eval, n_eval * extractor.infer_flops  # the pipeline's extractor, on the CPU
+        if rule == "metrics":  # and the standard networks (Inception, CLIP, Places365), on the job's device
+            job.metric_flops = n_eval * sum(METRIC_PASSES[kind] * metric_network_flops(kind, arch)
+                                            for kind, arch in _metric_networks(params, root))
+            job.flops += job.metric_flops
     elif rule.startswith("verify_"):
         from ..params.verify import settings as verify_settings
 
@@ -231,9 +245,13 @@ def _cost(params: dict[str, Any], plan: dict[str, Any], stage: dvc_yaml.Stage) -
 
 
 def preset_name(params: dict[str, Any], root: Path) -> str | None:
-    """The preset these params are (byte-for-byte equal once parsed), if any."""
+    """The preset these params are (equal once parsed, but for `data.root`, which a researcher sets to where
+    the data set lies), if any."""
+    def unrooted(doc: dict[str, Any]) -> dict[str, Any]:
+        return {**doc, "data": {k: v for k, v in (doc.get("data") or {}).items() if k != "root"}}
+
     for preset in sorted((root / "presets").glob("*.yaml")):
-        if yaml.safe_load(preset.read_text()) == params:
+        if unrooted(yaml.safe_load(preset.read_text())) == unrooted(params):
             return preset.stem
     return None
 
@@ -255,15 +273,23 @@ def rehearsal(params: dict[str, Any], plan: dict[str, Any], root: Path) -> tuple
     return path, measured
 
 
-def _measured_rate(measured: dict[str, Any], job: Job, on_gpu: bool) -> float | None:
+def _measured_rate(measured: dict[str, Any], job: Job, on_gpu: bool, startup_s: float) -> float | None:
     """The rehearsal's images/s for this job (its family's where recorded), when it ran where the job will: a
-    GPU job on a CUDA rehearsal, a CPU job's rule without a network on any, a network on the CPU on a CPU one."""
+    GPU job on a CUDA rehearsal, a CPU job's rule without a network on any, a network on the CPU on a CPU one;
+    and when its jobs ran long enough (ten start-ups each) for the rate not to be mostly their start-up: a
+    rehearsal's handful of images says nothing of a rule's rate over a data set otherwise."""
     device = (measured.get("machine") or {}).get("device")
-    if on_gpu != (device == "cuda") and (on_gpu or job.rule in NETWORK_RULES):
+    if on_gpu != (device == "cuda") and (on_gpu or job.rule in NETWORK_RULES or job.metric_flops):
         return None
     entry = (measured.get("stages") or {}).get(job.rule) or {}
     entry = (entry.get("models") or {}).get(job.family or "", entry)
-    return entry.get("images_per_s") or None
+    if (entry.get("wall_s") or 0) < 10 * startup_s * (entry.get("jobs") or 1):
+        return None
+    rate = entry.get("images_per_s") or None
+    ran, preset = entry.get("sampling_steps"), entry.get("preset_sampling_steps")
+    if rate and ran and preset:  # the rehearsal sampled a shorter chain of the same network
+        rate *= ran / preset
+    return rate
 
 
 def _precision(params: dict[str, Any]) -> str:
@@ -295,12 +321,12 @@ def plan_jobs(params: dict[str, Any], device: str | None = None, root: str | Pat
     rates = {"cpu": device_rate(plan, "cpu", "fp32"), "gpu": device_rate(plan, "gpu", _precision(params))}
     jobs = []
     for stage in dvc_yaml.stages(params):
-        job = _cost(params, plan, stage)
-        job.network = job.rule in NETWORK_RULES and job.flops > 0
+        job = _cost(params, plan, stage, root)
+        job.network = (job.rule in NETWORK_RULES and job.flops > 0) or job.metric_flops > 0
         on_gpu = job.network and kind == "gpu"
-        job.gpus = family_gpus(params, job.family) if on_gpu and job.rule not in ("extractor",) else int(on_gpu)
+        job.gpus = family_gpus(params, job.family) if on_gpu and job.rule not in ("extractor", "metrics") else int(on_gpu)
         rule_measured = (measured.get("stages") or {}).get(job.rule) or {}
-        rate = _measured_rate(measured, job, on_gpu) if job.images else None
+        rate = _measured_rate(measured, job, on_gpu, plan["startup_s"]) if job.images else None
         if rate:  # measured on one GPU (or the CPU) with its start-up inside: spread over the job's GPUs
             compute = job.images / (rate * max(job.gpus, 1))
         else:
