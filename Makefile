@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: run test lint env data-package dvc.yaml
+.PHONY: run test test-slow lint env data-package dvc.yaml
 
 # the run is recorded in dvc.lock and the DVC cache (no recompute), so `dvc status` is clean afterwards
 run: env data-package
@@ -16,7 +16,12 @@ run: env data-package
 # three workers on two cores (tests/conftest.py says why, and how tests are grouped); PYTEST_ARGS: extra pytest options (CI passes
 # --durations=15 to print the slowest tests)
 test: env data-package
-	$(PY) -m pytest -q -n 3 --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 3 --dist loadscope --no-loadscope-reorder -m "not slow" $(PYTEST_ARGS)
+
+# the `slow` tests: paper-scale wiring at small size (the 64 px tree through both engines, the rehearsal's
+# wiring), kept out of make test's 20 minutes; CI runs them after it
+test-slow: env data-package
+	$(PY) -m pytest -q -n 2 --dist loadscope -m slow $(PYTEST_ARGS)
 
 lint: env
 	snakemake --lint && snakefmt --check Snakefile workflow/rules

@@ -35,7 +35,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 #: the modules that hold the session's longest chains, handed to the workers first, in this order (`make test`
 #: keeps xdist from re-sorting modules by test count: --no-loadscope-reorder). The SLURM module comes first: its
 #: 15 minutes mostly wait on the cluster, so it must run beside everything else, not after it.
-FIRST = ("test_slurm.py", "test_paperscale_engines.py", "test_rehearsal.py", "test_engines.py", "test_axes.py")
+FIRST = ("test_slurm.py", "test_engines.py", "test_axes.py", "test_paperscale_engines.py", "test_rehearsal.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -78,6 +78,7 @@ def tree_run(tmp_path_factory, tree):
     return smk, run(["snakemake", "--profile", "profiles/local"], smk)
 
 
+@pytest.mark.slow
 def test_a_generated_tree_runs_the_whole_dag_at_64px_through_snakemake(tree_run):
     smk, _ = tree_run
     report = smk / "results" / "imagenet" / "report"
@@ -104,6 +105,7 @@ def test_a_generated_tree_runs_the_whole_dag_at_64px_through_snakemake(tree_run)
                       .read_text())["image_size"] == 48
 
 
+@pytest.mark.slow
 def test_a_generated_tree_under_dvc_relists_the_tree_and_reuses_everything_else(tree_run, tmp_path):
     """The tree's run handed to DVC (`record`, no recompute; the engines test runs `dvc repro` itself on the
     smoke preset): the data stage re-lists the tree on every repro, and an unchanged file list leaves every

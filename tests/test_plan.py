@@ -44,11 +44,11 @@ def test_the_plans_cpu_estimates_lie_within_2x_of_the_smoke_runs_job_times(smoke
     estimated = {r["rule"]: r for r in plan.rule_table(planned)}
     report = {rule: (round(estimated[rule]["seconds"], 1), round(float(measured[rule]), 1)) for rule in COMPARED}
     assert {rule: estimated[rule]["jobs"] for rule in COMPARED} == jobs.to_dict()  # the plan's DAG is the run's
-    # the whole run within x2; each rule within x3, since a job's CPU seconds also count the waits of its threads
-    # when the session's other workers share the two cores
+    # the whole run and each rule within x2 (a job's CPU seconds would also count its threads' spinning while
+    # the session's other workers hold the cores; tests/conftest.py keeps that spin short)
     total_estimated, total_measured = sum(v[0] for v in report.values()), sum(v[1] for v in report.values())
     assert total_estimated / 2 <= total_measured <= total_estimated * 2, report
-    outside = {rule: v for rule, v in report.items() if not v[0] / 3 <= v[1] <= v[0] * 3}
+    outside = {rule: v for rule, v in report.items() if not v[0] / 2 <= v[1] <= v[0] * 2}
     assert outside == {}, f"(estimated s, measured CPU s) per rule: {report}"
 
 

@@ -58,6 +58,7 @@ def test_the_published_sizes_are_the_published_models():
 
 
 @pytest.mark.engine
+@pytest.mark.slow
 def test_the_rehearsal_runs_its_wiring_at_tiny_size(tmp_path):
     """The whole chain (weights written and served, preset + overlay, project copy, Snakemake over the DAG,
     measurements, FLOP counts, json, table) on the ImageNet preset's MAE family at 32 px. One family only: the

@@ -4,9 +4,7 @@ cluster misbehaves (issue 25, part 2): `snakemake --profile profiles/slurm` on a
 (profiles/slurm/local-cluster.sh) while the cluster, or the user, gets in its way.
 
 Everything is real: slurmctld and slurmd, sbatch, scancel, scontrol, the pipeline's own Snakefile and stages.
-The one-family workflow (the smoke preset's VQ-GAN, every rule kind) starts first, in the background; beside
-it one module fixture runs three workflows side by side, in three more copies of the project on the smoke
-preset (the node runs their jobs by turns, and most of the module's time is status polls, which now overlap):
+One module fixture runs three workflows side by side, in three copies of the project on the smoke preset:
 
 - disturbed: data -> splits -> the identity noise target. The `data` job is scancelled while it runs and the
   node is drained at once, so its retry (profiles/slurm has `retries: 1`) waits in the queue for a few
@@ -160,60 +158,9 @@ def cluster(tmp_path_factory):
         subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True)
 
 
-def job_record(jobid: str) -> dict | None:
-    """What SLURM received for a finished job (`scontrol show job`): its rule, time limit (minutes), memory
-    (MB) and GPUs; None while it is pending or running."""
-    info = subprocess.run(["scontrol", "show", "job", jobid], capture_output=True, text=True).stdout
-    state = re.search(r"JobState=(\w+)", info)
-    if state is None or state.group(1) in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING"):
-        return None
-    rule = re.search(r"Comment=rule_(.+?)(?:_wildcards_|\s)", info).group(1)
-    h, m, _ = re.search(r"TimeLimit=(?:(\d+)-)?(\d+:\d+:\d+)", info).group(2).split(":")
-    mem, unit = re.search(r"MinMemoryNode=(\d+)([MG])", info).groups()
-    gpus = re.search(r"gres[/:]gpu[:=](\d+)", info)  # TresPerJob=gres:gpu:1 (gres/gpu=1 in TRES)
-    return {"rule": rule, "runtime": int(h) * 60 + int(m), "mem_mb": int(mem) * (1024 if unit == "G" else 1),
-            "gpu": int(gpus.group(1)) if gpus else 0}
-
-
 @pytest.fixture(scope="module")
-def one_family(cluster, tmp_path_factory):
-    """The smoke preset's VQ-GAN through sbatch, started in the background before the fault workflows: its jobs
-    and status polls overlap theirs (the node runs the jobs by turns; the drain holds its queue for seconds).
-    A thread reads what SLURM received for each job as soon as it finishes (scontrol forgets a job
-    MinJobAge = 600 s after its end)."""
-    root = make_project(tmp_path_factory.mktemp("slurm-one-family") / "slurm", dvc_yaml=False)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["models"] = ["vqgan"]
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # the run plan first: its resources file is what the rules ask SLURM for (tests/test_plan.py)
-    run(["python", "-m", "pipeline_lib", "plan"], root)
-    planned = snakemake_jobs(run(["snakemake", "--profile", "profiles/local", "-n"], root))
-    log = root.parent / "snakemake.log"
-    proc = start(["snakemake", *SLURM], root, log)
-    received: dict[str, dict] = {}
-
-    def watch():
-        while True:
-            done = proc.poll() is not None
-            text = log.read_text() if log.is_file() else ""
-            for jobid in re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", text):
-                if jobid not in received and (record := job_record(jobid)) is not None:
-                    received[jobid] = record
-            if done:
-                return
-            time.sleep(2)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    yield {"root": root, "proc": proc, "log": log, "planned": planned, "received": received, "watcher": watcher}
-    if proc.poll() is None:
-        proc.kill()
-
-
-@pytest.fixture(scope="module")
-def faults(cluster, one_family, tmp_path_factory):
-    """The three workflows (module docstring), side by side (and beside the one-family run); returns their
-    projects and logs."""
+def faults(cluster, tmp_path_factory):
+    """The three workflows (module docstring), side by side; returns their projects and logs."""
     base = tmp_path_factory.mktemp("slurm-faults")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowMirror)
     server.daemon_threads = True
@@ -364,35 +311,51 @@ def test_a_cluster_that_reports_out_of_memory_gets_the_same_message(tmp_path):
 
 @pytest.mark.slurm
 @needs_cluster
-def test_one_family_runs_on_a_real_slurm_cluster_as_it_runs_locally(one_family, smoke_runs):
+def test_one_family_runs_on_a_real_slurm_cluster_as_it_runs_locally(smoke_runs, tmp_path):
     """`snakemake --profile profiles/slurm` as shipped, on a one-node cluster (no accounting: squeue for
     status), for the smoke preset's VQ-GAN: every rule kind of the smoke DAG goes through sbatch (the data, the
     split, the tokenizer before its model, pre-training, the extractor, reference features, the noise target,
     unlearning, generation, metrics, the summary and the report), and every file the family's jobs write is the
     same, byte for byte (training times aside), as the local engine's in the session's smoke run."""
-    root, proc = one_family["root"], one_family["proc"]
-    proc.wait(timeout=DEADLINE)
-    one_family["watcher"].join(timeout=60)
-    log = one_family["log"].read_text()
-    assert proc.returncode == 0, log[-3000:]
-    assert one_family["planned"] == snakemake_jobs(smoke_runs["smk_log"])  # every rule kind the local smoke run ran
-    resources = yaml.safe_load((root / "profiles/slurm/planned-resources.yaml").read_text())["resources"]
-    submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", log)
-    # what SLURM received, per job: the plan's runtime, memory and GPUs for the job's rule and family; a rule
-    # that runs no network asks no GPU
-    received = one_family["received"]
-    assert sorted(received) == sorted(submitted)
-    wanted = {}
-    for jobid, got in received.items():
-        entries = resources[got["rule"]]
-        wanted[jobid] = {"rule": got["rule"], **entries.get("vqgan", entries.get("_"))}
-    assert received == wanted
-    assert {r["rule"] for r in received.values() if r["gpu"]} == {"pretrain_part", "pretrain", "extractor",
-                                                                    "unlearn", "generate"}
-    # every job went through sbatch: as many submissions as there are commands (data, split, tokenizer,
-    # pre-training, extractor, reference, noise, unlearning, 2 generate, 2 metrics, summary, report)
-    assert len(submitted) == len(snakemake_commands(log)) == 14, log[-3000:]
-    family_files = {f for f in outputs(root) if "/report/" not in f}  # the report holds one family here
-    assert family_files and family_files <= outputs(smoke_runs["smk"])
-    assert [f for f in sorted(family_files) if not same_output(root / f, smoke_runs["smk"] / f)] == []
-    assert scores(root) == {k: v for k, v in scores(smoke_runs["smk"]).items() if "/vqgan/" in k}
+    script = Path(__file__).resolve().parents[1] / "profiles/slurm/local-cluster.sh"
+    was_up = subprocess.run(["sinfo"], capture_output=True).returncode == 0 if shutil.which("sinfo") else False
+    run(["bash", str(script), "start"], tmp_path)
+    try:
+        root = make_project(tmp_path / "slurm", dvc_yaml=False)
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        params["models"] = ["vqgan"]
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        # the run plan first: its resources file is what the rules ask SLURM for (tests/test_plan.py)
+        run(["python", "-m", "pipeline_lib", "plan"], root)
+        resources = yaml.safe_load((root / "profiles/slurm/planned-resources.yaml").read_text())["resources"]
+        planned = snakemake_jobs(run(["snakemake", "--profile", "profiles/local", "-n"], root))
+        assert planned == snakemake_jobs(smoke_runs["smk_log"])  # every rule kind the local smoke run ran
+        log = run(["snakemake", "--profile", "profiles/slurm", "--slurm-status-command", "squeue",
+                   "--slurm-init-seconds-before-status-checks", "2"], root)
+        submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", log)
+        # what SLURM received, per job (scontrol keeps finished jobs for MinJobAge = 600 s): the plan's
+        # runtime, memory and GPUs for the job's rule and family; a rule that runs no network asks no GPU
+        received, wanted = {}, {}
+        for jobid in submitted:
+            info = subprocess.run(["scontrol", "show", "job", jobid], capture_output=True, text=True).stdout
+            rule = re.search(r"Comment=rule_(.+?)(?:_wildcards_|\s)", info).group(1)
+            h, m, _ = re.search(r"TimeLimit=(?:(\d+)-)?(\d+:\d+:\d+)", info).group(2).split(":")
+            mem, unit = re.search(r"MinMemoryNode=(\d+)([MG])", info).groups()
+            gpus = re.search(r"gres[/:]gpu[:=](\d+)", info)  # TresPerJob=gres:gpu:1 (gres/gpu=1 in TRES)
+            received[jobid] = {"rule": rule, "runtime": int(h) * 60 + int(m),
+                               "mem_mb": int(mem) * (1024 if unit == "G" else 1), "gpu": int(gpus.group(1)) if gpus else 0}
+            entries = resources[rule]
+            wanted[jobid] = {"rule": rule, **entries.get("vqgan", entries.get("_"))}
+        assert received == wanted
+        assert {r["rule"] for r in received.values() if r["gpu"]} == {"pretrain_part", "pretrain", "extractor",
+                                                                        "unlearn", "generate"}
+        # every job went through sbatch: as many submissions as there are commands (data, split, tokenizer,
+        # pre-training, extractor, reference, noise, unlearning, 2 generate, 2 metrics, summary, report)
+        assert len(submitted) == len(snakemake_commands(log)) == 14, log[-3000:]
+        family_files = {f for f in outputs(root) if "/report/" not in f}  # the report holds one family here
+        assert family_files and family_files <= outputs(smoke_runs["smk"])
+        assert [f for f in sorted(family_files) if not same_output(root / f, smoke_runs["smk"] / f)] == []
+        assert scores(root) == {k: v for k, v in scores(smoke_runs["smk"]).items() if "/vqgan/" in k}
+    finally:
+        if not was_up:
+            subprocess.run(["bash", str(script), "stop"], capture_output=True)
