@@ -42,6 +42,8 @@ def test_slurm_profile_requests_gpus_for_model_stages_only(full_project):
     for rule, res in resources.items():
         if rule in MODEL_RULES:
             assert "gpu=1" in res, (rule, res)
+        elif rule == "metrics":  # a GPU only where the plan gives its standard networks one (tests/test_plan.py)
+            assert "gpu=0" in res, (rule, res)
         else:
             assert "gpu=" not in res, (rule, res)
         # as shipped: the cluster's default partition and account, no placeholder that fails on submission
