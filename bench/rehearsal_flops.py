@@ -98,9 +98,19 @@ def extractor_ops(extractor: Path, image_size: int) -> dict[str, int]:
     return {"train": train, "forward": forward}
 
 
+def metrics_job_flops(nets: dict[str, int]) -> int:
+    """A metrics job's FLOPs per scored image, as the run plan counts them: the pipeline's extractor on the
+    reconstruction (the ground truth's features come from the reference stage), each standard network on the
+    images it sees (`engines.flops.METRIC_PASSES`)."""
+    from pipeline_lib.engines.flops import METRIC_PASSES
+
+    standard = sum(METRIC_PASSES[kind] * flops for kind, flops in nets.items() if kind in METRIC_PASSES)
+    return nets["pipeline_extractor"] + standard
+
+
 def metric_networks(params: dict, root: Path, image_size: int, extractor_forward: int) -> dict[str, int]:
     """Each network a metrics job runs, on one image, as the metrics stage feeds it (each resizes to its own
-    input); a reconstruction is scored with its ground truth, so a job's cost per image is twice the sum."""
+    input). A job's cost per image weighs each by the images it sees (`metrics_job_flops`)."""
     from pipeline_lib.evaluation import metric_weights
     from pipeline_lib.evaluation import standard_extractors as std
 
@@ -146,6 +156,6 @@ def per_family(params: dict, root: Path, dataset: str) -> dict[str, Any]:
         result["families"][family] = {
             "generate": sampling_chain(params, original, task),
             "unlearn": unlearning_step(params, original, unlearned[0]) if unlearned else None,
-            "metrics": 2 * sum(nets.values()),
+            "metrics": metrics_job_flops(nets),
         }
     return result

@@ -1,9 +1,9 @@
 """Shared set-up: subprocesses (Snakemake, DVC, the stage CLI) resolve `python` to this interpreter, the
 smoke preset runs once per test session and engine (`smoke_runs`), and tests are grouped for the workers.
 
-`make test` runs three pytest-xdist workers on the two cores (`-n 3 --dist loadscope --no-loadscope-reorder`): most tests use one
-thread, the workflow tests wait on subprocesses, and the SLURM tests mostly wait on the cluster's status
-polls, so fewer workers leave a core idle. Each module runs in one worker, so a module-scoped fixture is built
+`make test` runs three pytest-xdist workers on the two cores (`-n 3 --dist loadscope --no-loadscope-reorder`):
+most tests use one thread, the workflow tests wait on subprocesses, and the SLURM tests mostly wait on the
+cluster's status polls, so fewer workers leave a core idle. Each module runs in one worker, so a module-scoped fixture is built
 once and the SLURM tests (all in test_slurm.py: the cluster has one node, and a test drains it) never run
 side by side. The smoke runs are made once for all workers, under a file lock, in the session's shared
 directory. A test's bytes do not depend on the other workers: every job's thread count is fixed by params.
@@ -21,7 +21,7 @@ import pytest
 
 # Before torch loads (here and in every subprocess): the session runs more busy threads than the two cores
 # (three workers, the two engines side by side, two threads a job), and OpenMP's default spin-wait then burns
-# the cores the other threads need: three 2-thread processes of small matmuls took 84 s instead of 9 s, and a
+# the cores the other threads need (bench/omp_spin.py measures it side by side), and a
 # job's CPU seconds (which tests/test_plan.py compares with the plan) counted the spinning. A short spin keeps
 # a lone process as fast as the default. It changes when a thread sleeps, never what it computes.
 os.environ.setdefault("GOMP_SPINCOUNT", "1000")
